@@ -1,0 +1,37 @@
+"""The one shared `AsyncAnthropic` client a process talks to the upstream with."""
+
+import anthropic
+import httpx2
+
+from app.config import Settings
+from app.demo import DEMO_BASE_URL, DemoTransport
+
+
+def make_client(settings: Settings) -> anthropic.AsyncAnthropic:
+    # The read timeout is the idle timeout: httpx2 applies it to every socket read, so a
+    # silent upstream is noticed at no cost per delta.
+    timeout = httpx2.Timeout(
+        connect=settings.upstream_connect_timeout,
+        read=settings.stream_idle_timeout,
+        write=settings.stream_idle_timeout,
+        pool=settings.upstream_connect_timeout,
+    )
+    # No connection cap here: how many streams run at once is the relay's to decide.
+    limits = httpx2.Limits(max_connections=None, max_keepalive_connections=100)
+    if settings.mode == "demo":
+        transport: httpx2.AsyncBaseTransport = DemoTransport(settings.demo_token_delay)
+        base_url: str | None = DEMO_BASE_URL
+    else:
+        transport = httpx2.AsyncHTTPTransport(limits=limits)
+        base_url = settings.anthropic_base_url
+    key = settings.anthropic_api_key
+    return anthropic.AsyncAnthropic(
+        # An Anthropic-compatible server named by ANTHROPIC_BASE_URL may need no key.
+        api_key=key.get_secret_value() if key else "none",
+        base_url=base_url,
+        # Retrying after bytes reached the caller would duplicate text, and a 429 is the
+        # caller's to retry: the relay decides what to retry, not the SDK.
+        max_retries=0,
+        timeout=timeout,
+        http_client=httpx2.AsyncClient(transport=transport, timeout=timeout),
+    )

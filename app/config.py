@@ -1,0 +1,46 @@
+"""Every setting the relay reads, from the environment or a `.env` file."""
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Upstream. With no key the relay serves the embedded demo upstream.
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    default_model: str = "claude-sonnet-4-5"
+    allowed_models: Annotated[list[str], NoDecode] = []
+    default_max_tokens: int = Field(1024, ge=1)
+    max_tokens_limit: int = Field(8192, ge=1)
+
+    # Request and stream limits.
+    max_body_bytes: int = Field(1024 * 1024, ge=1)
+    ping_interval: float = Field(15.0, gt=0)
+    stream_idle_timeout: float = Field(60.0, gt=0)
+    upstream_connect_timeout: float = Field(10.0, gt=0)
+
+    # Seconds between demo tokens: a human reading pace by default.
+    demo_token_delay: float = Field(0.04, ge=0)
+
+    log_level: str = "INFO"
+
+    @field_validator("allowed_models", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [m.strip() for m in value.split(",") if m.strip()]
+        return value
+
+    @field_validator("anthropic_api_key", mode="before")
+    @classmethod
+    def _blank_key_is_none(cls, value: object) -> object:
+        # `ANTHROPIC_API_KEY=` in a .env file means "no key", i.e. demo mode.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def mode(self) -> str:
+        return "live" if self.anthropic_api_key or self.anthropic_base_url else "demo"

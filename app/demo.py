@@ -1,0 +1,103 @@
+"""The embedded demo upstream, used when no `ANTHROPIC_API_KEY` is set.
+
+It is an httpx2 transport plugged into the real SDK client, and it answers in the real
+Messages streaming wire format, so in demo mode every line of the relay runs exactly as it
+does against the API: only the bytes come from here instead of the network.
+"""
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+
+DEMO_BASE_URL = "http://demo.chat-relay.invalid"
+
+
+def _event(name: str, payload: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode()
+
+
+def _question(request: dict[str, Any]) -> str:
+    content = request["messages"][-1]["content"]
+    if not isinstance(content, str):
+        content = " ".join(b.get("text", "") for b in content if isinstance(b, dict))
+    text = " ".join(content.split())
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+def demo_answer(request: dict[str, Any]) -> str:
+    turns = (len(request["messages"]) + 1) // 2
+    return (
+        "**Demo mode.** No `ANTHROPIC_API_KEY` is set, so this answer comes from "
+        "chat-relay's built-in demo upstream, not from Claude.\n\n"
+        f"You asked: “{_question(request)}”\n\n"
+        f"This conversation has {turns} user turn{'s' if turns != 1 else ''} so far. "
+        "Everything you see travelled the real path: the official SDK opened a streaming "
+        "request, the relay decoded each `content_block_delta` and forwarded it to you as "
+        "its own Server-Sent Event the moment it arrived.\n\n"
+        "- Press **Stop** (or Ctrl-C in curl) and the upstream request is cancelled at once.\n"
+        "- Set `ANTHROPIC_API_KEY` and restart to talk to Claude for real."
+    )
+
+
+async def _stream(request: dict[str, Any], delay: float) -> AsyncIterator[bytes]:
+    model = request.get("model", "demo")
+    input_tokens = sum(len(str(m["content"]).split()) for m in request["messages"])
+    # Words with their trailing whitespace: about one token each, and a human pace.
+    answer = re.findall(r"\S+\s*|\s+", demo_answer(request))
+    tokens = answer[: request["max_tokens"]]
+    stop_reason = "end_turn" if len(tokens) == len(answer) else "max_tokens"
+    message = {
+        "id": f"msg_demo_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+    }
+    yield _event("message_start", {"type": "message_start", "message": message})
+    yield _event(
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "text", "text": ""},
+        },
+    )
+    yield _event("ping", {"type": "ping"})
+    for token in tokens:
+        await asyncio.sleep(delay)
+        delta = {"type": "text_delta", "text": token}
+        yield _event(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": delta},
+        )
+    yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+    yield _event(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+            "usage": {"output_tokens": len(tokens)},
+        },
+    )
+    yield _event("message_stop", {"type": "message_stop"})
+
+
+class DemoTransport(httpx2.AsyncBaseTransport):
+    def __init__(self, token_delay: float) -> None:
+        self.token_delay = token_delay
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(await request.aread())
+        headers = {
+            "content-type": "text/event-stream",
+            "request-id": f"req_demo_{uuid.uuid4().hex[:16]}",
+        }
+        return httpx2.Response(200, headers=headers, content=_stream(body, self.token_delay))

@@ -1,0 +1,138 @@
+"""Every failure the caller can see, as one JSON shape: `{"error": {"type", "message"}}`.
+
+Upstream failures are translated here, in one table, whether they arrive as an HTTP status
+before the stream or as an `error` event inside it. Details that could say something about
+our credentials (401/403, 5xx bodies) go to the log, never to the caller.
+"""
+
+import logging
+from typing import Any
+
+import anthropic
+import httpx2
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger("chat_relay")
+
+UPSTREAM_FAILED = "The upstream service failed; try again later."
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"type": self.error_type, "message": self.message}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+# Upstream error type -> (our status, whether the upstream's message may be shown).
+_UPSTREAM_TYPES: dict[str, tuple[int, bool]] = {
+    "invalid_request_error": (400, True),
+    "not_found_error": (400, True),  # e.g. a model name the upstream does not know
+    "request_too_large": (413, True),
+    "rate_limit_error": (429, True),
+    "overloaded_error": (503, True),
+    "timeout_error": (504, True),
+}
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def upstream_error(
+    error_type: str, message: str, headers: dict[str, str] | None = None
+) -> ApiError:
+    status, shown = _UPSTREAM_TYPES.get(error_type, (502, False))
+    if not shown:
+        error_type, message = "upstream_error", UPSTREAM_FAILED
+    return ApiError(status, error_type, message or error_type, headers)
+
+
+def event_error(payload: Any) -> tuple[str, str]:
+    """`(type, message)` of an upstream `error` event's parsed payload, whatever its shape."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        return "api_error", "The upstream reported an error."
+    return str(error.get("type") or "api_error"), str(error.get("message") or "")
+
+
+def from_sdk(exc: Exception) -> ApiError:
+    """Translate an exception raised while opening the upstream stream."""
+    if isinstance(exc, anthropic.APIStatusError):
+        error_type, message = event_error(exc.body)
+        status = exc.status_code
+        log.warning("upstream answered HTTP %s: %s %s", status, error_type, message)
+        if status == 404 and error_type != "not_found_error":
+            error_type = "api_error"  # not the API's own 404: a wrong base URL, say
+        elif status in _STATUS_TYPES:
+            error_type = _STATUS_TYPES[status]
+        elif status != 404:
+            error_type = "api_error"
+        retry_after = exc.response.headers.get("retry-after")
+        headers = {"Retry-After": retry_after} if status == 429 and retry_after else None
+        return upstream_error(error_type, message, headers)
+    if isinstance(exc, (anthropic.APITimeoutError, httpx2.TimeoutException)):
+        return ApiError(504, "timeout_error", "The upstream did not answer in time.")
+    log.warning("upstream unreachable: %s", type(exc).__name__)
+    return ApiError(502, "upstream_error", "The upstream service is unreachable.")
+
+
+def _describe(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for error in errors[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        if error.get("type") == "extra_forbidden":
+            what = "unknown field (accepted: message, messages, system, model, max_tokens)"
+        else:
+            what = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {what}" if where else what)
+    return "; ".join(parts)
+
+
+def invalid_request(errors: list[dict[str, Any]]) -> ApiError:
+    return ApiError(422, "invalid_request_error", _describe(errors) or "Invalid request.")
+
+
+def install(app: FastAPI) -> None:
+    """Route every error, including the framework's own, through the one JSON shape."""
+
+    async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return exc.response()
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return invalid_request(list(exc.errors())).response()
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        error_type = {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        return ApiError(exc.status_code, error_type, str(exc.detail), exc.headers).response()
+
+    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return ApiError(500, "internal_error", "Internal error.").response()
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(Exception, on_crash)

@@ -1,0 +1,99 @@
+"""The request body of `POST /api/chat`, and its translation into upstream parameters."""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+from app.config import Settings
+from app.errors import ApiError, invalid_request
+
+
+def _clean_text(value: str) -> str:
+    # NUL and unpaired surrogates are valid JSON escapes but not text anyone can send on;
+    # refusing them here keeps them out of every encoder further down.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must not contain unpaired surrogate characters") from None
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_clean_text)]
+NonEmptyText = Annotated[Text, AfterValidator(_not_blank)]
+
+
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: NonEmptyText
+
+
+class ChatRequest(BaseModel):
+    """Exactly one of `message` (one user turn) or `messages` (a whole conversation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: NonEmptyText | None = None
+    messages: Annotated[list[Turn], Field(min_length=1)] | None = None
+    system: Text | None = None
+    model: NonEmptyText | None = None
+    max_tokens: StrictInt | None = None
+
+    @model_validator(mode="after")
+    def _one_conversation(self) -> "ChatRequest":
+        if (self.message is None) == (self.messages is None):
+            raise ValueError("send exactly one of `message` or `messages`")
+        if self.messages is not None and self.messages[-1].role != "user":
+            raise ValueError("`messages` must end with a user turn")
+        return self
+
+
+def upstream_params(body: bytes, settings: Settings) -> dict[str, Any]:
+    """Validate a raw request body into keyword arguments for `messages.create`."""
+    try:
+        request = ChatRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise invalid_request(list(exc.errors(include_url=False))) from None
+
+    model = request.model or settings.default_model
+    if settings.allowed_models and model not in settings.allowed_models:
+        allowed = ", ".join(settings.allowed_models)
+        raise ApiError(422, "invalid_request_error", f"model: must be one of {allowed}")
+    max_tokens = settings.default_max_tokens if request.max_tokens is None else request.max_tokens
+    if not 1 <= max_tokens <= settings.max_tokens_limit:
+        raise ApiError(
+            422,
+            "invalid_request_error",
+            f"max_tokens: must be between 1 and {settings.max_tokens_limit}",
+        )
+
+    if request.messages is None:
+        messages = [{"role": "user", "content": request.message}]
+    else:
+        messages = [turn.model_dump() for turn in request.messages]
+    params: dict[str, Any] = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "messages": messages,
+    }
+    if request.system:
+        params["system"] = request.system
+    return params
