@@ -12,7 +12,7 @@ class Settings(BaseSettings):
     # Upstream. With no key the relay serves the embedded demo upstream.
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
-    default_model: str = "claude-sonnet-4-5"
+    default_model: str = "claude-sonnet-5-5"
     allowed_models: Annotated[list[str], NoDecode] = []
     default_max_tokens: int = Field(1024, ge=1)
     max_tokens_limit: int = Field(8192, ge=1)

@@ -1,0 +1,180 @@
+"""The network harness: one background event loop hosts the fake upstream and real uvicorn
+servers running the relay; tests talk to them over real sockets on 127.0.0.1."""
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx2
+import pytest
+import uvicorn
+import uvloop
+
+from app.config import Settings
+from app.main import create_app
+from tests.fake_upstream import FakeUpstream
+
+T = TypeVar("T")
+API_KEY = "sk-ant-test-SECRET-0123456789"
+
+
+class ServerLoop:
+    def __init__(self) -> None:
+        self.loop = uvloop.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the loop's thread, where the servers' state lives."""
+
+        async def wrapper() -> T:
+            return fn()
+
+        return self.run(wrapper())
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
+        """Poll `predicate` on the loop's thread until it holds or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while not self.call(predicate):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def tasks(self) -> int:
+        return self.call(lambda: len(asyncio.all_tasks(self.loop)))
+
+
+@dataclass
+class Relay:
+    url: str
+    server: uvicorn.Server
+    settings: Settings
+
+
+def test_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"ping_interval": 15, "stream_idle_timeout": 5}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+async def start_relay(settings: Settings) -> Relay:
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    server.task = task  # type: ignore[attr-defined]
+    return Relay(f"http://127.0.0.1:{port}", server, settings)
+
+
+async def stop_relay(relay: Relay) -> None:
+    relay.server.should_exit = True
+    await relay.server.task  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def server_loop() -> Iterator[ServerLoop]:
+    loop = ServerLoop()
+    yield loop
+
+    async def cancel_leftovers() -> None:
+        # e.g. sse-starlette's process-wide shutdown watcher
+        me = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not me:
+                task.cancel()
+
+    loop.run(cancel_leftovers())
+    loop.loop.call_soon_threadsafe(loop.loop.stop)
+
+
+@pytest.fixture(scope="session")
+def _upstream(server_loop: ServerLoop) -> FakeUpstream:
+    upstream = FakeUpstream()
+    server_loop.run(upstream.start())
+    return upstream
+
+
+@pytest.fixture
+def upstream(_upstream: FakeUpstream, server_loop: ServerLoop) -> FakeUpstream:
+    server_loop.call(_upstream.reset)
+    return _upstream
+
+
+@pytest.fixture
+def make_relay(server_loop: ServerLoop, upstream: FakeUpstream) -> Iterator[Callable[..., Relay]]:
+    """Start a relay under uvicorn, pointed at the fake upstream, with these settings."""
+    started: list[Relay] = []
+
+    def make(**overrides: Any) -> Relay:
+        overrides.setdefault("anthropic_api_key", API_KEY)
+        overrides.setdefault("anthropic_base_url", upstream.url)
+        relay = server_loop.run(start_relay(test_settings(**overrides)))
+        started.append(relay)
+        return relay
+
+    yield make
+    for relay in started:
+        server_loop.run(stop_relay(relay))
+
+
+@pytest.fixture
+def relay(make_relay: Callable[..., Relay]) -> Relay:
+    return make_relay()
+
+
+def parse_frames(raw: str) -> list[tuple[str, Any]]:
+    """The test's own reading of an SSE body: (event, parsed data), comments as (":", text)."""
+    frames: list[tuple[str, Any]] = []
+    for block in raw.split("\n\n"):
+        if not block:
+            continue
+        lines = block.split("\n")
+        if all(line.startswith(":") for line in lines):
+            frames.append((":", "\n".join(line[1:].strip() for line in lines)))
+            continue
+        fields = dict(line.split(": ", 1) for line in lines if not line.startswith(":"))
+        frames.append((fields["event"], json.loads(fields["data"])))
+    return frames
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: httpx2.Headers
+    text: str
+
+    @property
+    def frames(self) -> list[tuple[str, Any]]:
+        return parse_frames(self.text)
+
+    @property
+    def events(self) -> list[str]:
+        return [name for name, _ in self.frames if name != ":"]
+
+    @property
+    def text_out(self) -> str:
+        return "".join(data["text"] for name, data in self.frames if name == "delta")
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+def post_chat(relay: Relay, body: Any = None, *, content: bytes | None = None, **kw: Any) -> Reply:
+    if content is None:
+        content = json.dumps({"message": "Hi"} if body is None else body).encode()
+    headers = {"content-type": "application/json", **kw.pop("headers", {})}
+    with httpx2.Client(timeout=30) as client:
+        r = client.post(f"{relay.url}/api/chat", content=content, headers=headers, **kw)
+        return Reply(r.status_code, r.headers, r.text)
