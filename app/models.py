@@ -17,15 +17,11 @@ from app.config import Settings
 from app.errors import ApiError, invalid_request
 
 
-def _clean_text(value: str) -> str:
-    # NUL and unpaired surrogates are valid JSON escapes but not text anyone can send on;
-    # refusing them here keeps them out of every encoder further down.
+def _no_nul(value: str) -> str:
+    # `\u0000` is valid JSON but no text anyone means to send on. (Unpaired surrogates
+    # never get this far: the JSON parser refuses them.)
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must not contain unpaired surrogate characters") from None
     return value
 
 
@@ -35,7 +31,7 @@ def _not_blank(value: str) -> str:
     return value
 
 
-Text = Annotated[StrictStr, AfterValidator(_clean_text)]
+Text = Annotated[StrictStr, AfterValidator(_no_nul)]
 NonEmptyText = Annotated[Text, AfterValidator(_not_blank)]
 
 

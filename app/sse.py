@@ -32,7 +32,14 @@ async def decode_events(
     event = b""
     data: list[bytes] = []
     size = 0
-    async for chunk in chunks:
+    stream = aiter(chunks)
+    while True:
+        chunk = await anext(stream, None)
+        if chunk is None:
+            # At the end, a held-back CR can only have been a line end.
+            if not buffer.endswith(b"\r"):
+                return
+            chunk = b"\n"
         buffer += chunk
         if b"\r" in buffer:
             # A CR at the very end may be the first half of a CRLF: keep it for later.
