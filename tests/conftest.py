@@ -51,6 +51,10 @@ class ServerLoop:
     def tasks(self) -> int:
         return self.call(lambda: len(asyncio.all_tasks(self.loop)))
 
+    def settles_to(self, baseline: int, timeout: float = 2.0) -> bool:
+        """Whether the loop gets back to `baseline` tasks: nothing was left running."""
+        return self.wait_for(lambda: len(asyncio.all_tasks(self.loop)) <= baseline, timeout)
+
 
 @dataclass
 class Relay:

@@ -23,6 +23,7 @@ from typing import Any
 #   ("reset",)                       abort the TCP connection (RST)
 #   ("truncate",)                    close the connection mid-body
 #   ("stall",)                       say nothing more, forever
+#   ("hang",)                        (first step only) never even send the headers
 #   ("flood", n, text)               n text deltas as fast as the socket takes them
 # A streaming script that runs out of steps ends the chunked body properly.
 Step = tuple[Any, ...]
@@ -123,6 +124,8 @@ def http_error(
 class FakeUpstream:
     def __init__(self) -> None:
         self.scripts: deque[list[Step]] = deque()
+        # Scripts chosen by the last user message's text, for concurrent tests.
+        self.by_message: dict[str, list[Step]] = {}
         self.default: list[Step] = answer("Hello", ", world", "!")
         self.connections: list[Connection] = []
         self.server: asyncio.Server | None = None
@@ -149,6 +152,7 @@ class FakeUpstream:
 
     def reset(self) -> None:
         self.scripts.clear()
+        self.by_message.clear()
         self.default = answer("Hello", ", world", "!")
         self.connections = [c for c in self.connections if c.closed is None]
         for c in self.connections:
@@ -162,6 +166,12 @@ class FakeUpstream:
     async def stop(self) -> None:
         if self.server:
             self.server.close()
+
+
+def _last_text(body: dict[str, Any]) -> str:
+    messages = body.get("messages") or [{}]
+    content = messages[-1].get("content")
+    return content if isinstance(content, str) else ""
 
 
 class _Protocol(asyncio.Protocol):
@@ -192,7 +202,11 @@ class _Protocol(asyncio.Protocol):
         self.buffer = rest[length:]
         request = Request(json.loads(rest[:length] or b"{}"), headers, time.monotonic(), self.conn)
         self.conn.requests.append(request)
-        script = self.upstream.scripts.popleft() if self.upstream.scripts else self.upstream.default
+        script = self.upstream.by_message.get(_last_text(request.body))
+        if script is None:
+            script = (
+                self.upstream.scripts.popleft() if self.upstream.scripts else self.upstream.default
+            )
         self.task = asyncio.ensure_future(self.play(script))
         self.conn.streaming = True
         self.task.add_done_callback(self._played)
@@ -230,6 +244,8 @@ class _Protocol(asyncio.Protocol):
         await self.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     async def play(self, script: list[Step]) -> None:
+        if script and script[0][0] == "hang":
+            await asyncio.Event().wait()
         if script and script[0][0] == "http":
             _, status, headers, body = script[0]
             extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())

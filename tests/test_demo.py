@@ -1,0 +1,68 @@
+"""Demo mode: no key, the embedded upstream, the very same relay path."""
+
+import time
+
+import httpx2
+
+from app.config import Settings
+from tests.conftest import post_chat
+
+
+def demo_relay(make_relay, **settings):
+    return make_relay(anthropic_api_key=None, anthropic_base_url=None, **settings)
+
+
+def test_without_a_key_the_mode_is_demo(monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    assert Settings(_env_file=None).mode == "demo"
+    assert Settings(_env_file=None, anthropic_api_key="  ").mode == "demo"
+    assert Settings(_env_file=None, anthropic_api_key="sk-x").mode == "live"
+    assert Settings(_env_file=None, anthropic_base_url="http://compatible:8080").mode == "live"
+
+
+def test_demo_streams_and_says_it_is_a_demo(make_relay, upstream):
+    relay = demo_relay(make_relay, demo_token_delay=0)
+    assert httpx2.get(f"{relay.url}/readyz").json() == {"status": "ready", "mode": "demo"}
+
+    reply = post_chat(relay, {"message": "What is   the\nspeed of light?"})
+    assert reply.status == 200
+    name, start = reply.frames[0]
+    assert name == "start" and start["mode"] == "demo" and start["id"].startswith("msg_demo_")
+    assert reply.events.count("delta") > 20
+    assert "Demo mode" in reply.text_out
+    assert "What is the speed of light?" in reply.text_out
+    done = reply.frames[-1][1]
+    assert done["stop_reason"] == "end_turn" and done["usage"]["output_tokens"] > 20
+    assert upstream.requests == [], "demo mode must not touch the network upstream"
+
+
+def test_demo_honours_max_tokens_and_the_conversation(make_relay):
+    relay = demo_relay(make_relay, demo_token_delay=0)
+    messages = [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "two"},
+        {"role": "user", "content": "three"},
+    ]
+    reply = post_chat(relay, {"messages": messages, "max_tokens": 5})
+    assert reply.events.count("delta") == 5
+    assert reply.frames[-1][1]["stop_reason"] == "max_tokens"
+    full = post_chat(relay, {"messages": messages})
+    assert "2 user turns" in full.text_out and "“three”" in full.text_out
+
+
+def test_demo_streams_at_a_human_pace(make_relay):
+    relay = demo_relay(make_relay)  # the default pace
+    stamps = []
+    with (
+        httpx2.Client(timeout=30) as client,
+        client.stream("POST", f"{relay.url}/api/chat", json={"message": "pace"}) as response,
+    ):
+        for line in response.iter_lines():
+            if line == "event: delta":
+                stamps.append(time.monotonic())
+                if len(stamps) == 21:
+                    break
+    rate = 20 / (stamps[-1] - stamps[0])
+    # "Tens of tokens per second": readable as it arrives, not instant.
+    assert 8 < rate < 100, f"{rate:.1f} tokens/s"

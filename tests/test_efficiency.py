@@ -1,0 +1,138 @@
+"""Work per delta is constant however long the answer, memory per stream is bounded, and
+a reader that does not read stops the upstream instead of filling a buffer."""
+
+import asyncio
+import json
+import time
+import tracemalloc
+from urllib.parse import urlsplit
+
+import anthropic
+import httpx2
+
+from app.relay import open_upstream, relay_frames
+from tests.fake_upstream import message_end, message_start
+
+DELTAS = 20_000
+TEXT = "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ."  # 64 chars
+
+
+def sse(name: str, payload: dict) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (name.encode(), json.dumps(payload).encode())
+
+
+def long_answer_body() -> list[bytes]:
+    delta = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": TEXT},
+    }
+    one = sse("content_block_delta", delta)
+    steps = [message_start(), *message_end()]
+    head = sse(steps[0][1], steps[0][2])
+    tail = b"".join(sse(name, payload) for _, name, payload in steps[1:])
+    return [head, *([one] * DELTAS), tail]
+
+
+class MemoryTransport(httpx2.AsyncBaseTransport):
+    """Serves one prepared streaming body, chunk by chunk, through the real SDK client."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        async def body():
+            for chunk in self.chunks:
+                yield chunk
+
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+
+async def relay_long_answer(marks: dict[int, float], clock) -> int:
+    client = anthropic.AsyncAnthropic(
+        api_key="test",
+        base_url="http://memory.invalid",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=MemoryTransport(long_answer_body())),
+    )
+    params = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    upstream = await open_upstream(client, params)
+    deltas = 0
+    async for frame in relay_frames(upstream, "live", 60):
+        if frame.startswith(b"event: delta"):
+            deltas += 1
+            if deltas % 2000 == 0:
+                marks[deltas] = clock()
+    await client.close()
+    return deltas
+
+
+def test_cost_per_delta_does_not_grow_with_the_answer():
+    runs = []
+    for _ in range(3):
+        marks: dict[int, float] = {}
+        assert asyncio.run(relay_long_answer(marks, time.perf_counter)) == DELTAS
+        runs.append({n: marks[n] - marks[n - 2000] for n in range(4000, DELTAS + 1, 2000)})
+    # Best of three runs per block: the noise of a shared machine only ever adds time.
+    early = min(r[4000] for r in runs) / 2000
+    late = min(r[DELTAS] for r in runs) / 2000
+    us = f"{early * 1e6:.2f} us at 2-4k, {late * 1e6:.2f} us at 18-20k"
+    print(f"\nper delta: {us} ({late / early:.2f}x)")
+    # An implementation that accumulates the text (a snapshot) copies ~1.2 MB per delta by
+    # the end and fails this by several times.
+    assert late < 1.5 * early
+
+
+def test_memory_does_not_grow_with_the_answer():
+    tracemalloc.start()
+    try:
+        marks: dict[int, float] = {}
+        asyncio.run(relay_long_answer(marks, lambda: tracemalloc.get_traced_memory()[0]))
+    finally:
+        tracemalloc.stop()
+    growth = marks[DELTAS] - marks[2000]
+    print(
+        f"\nmemory growth from delta 2k to 20k: {growth / 1024:.1f} KiB "
+        f"(answer: {DELTAS * len(TEXT) / 1e6:.1f} MB)"
+    )
+    # The answer is 1.3 MB; anything that keeps it, or a per-delta leak, shows here.
+    assert growth < 64 * 1024
+
+
+def test_a_reader_that_stops_reading_stops_the_upstream(relay, upstream, server_loop):
+    count, text = 100_000, "x" * 300  # ~40 MB from the upstream, far beyond socket buffers
+    upstream.default = [message_start(), ("flood", count, text), *message_end()]
+    url = urlsplit(relay.url)
+
+    async def run() -> tuple[int, int, int]:
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        body = b'{"message": "flood"}'
+        writer.write(
+            b"POST /api/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        # Read nothing for a while: the relay must stop reading from the upstream.
+        sent = []
+        for _ in range(20):
+            await asyncio.sleep(0.25)
+            sent.append(server_loop.call(lambda: upstream.requests[0].conn.bytes_sent))
+            if len(sent) >= 3 and sent[-1] == sent[-3]:
+                break
+        stalled_at = sent[-1]
+        # Then read it all: nothing lost, nothing duplicated.
+        received = bytearray()
+        while chunk := await reader.read(1 << 20):
+            received += chunk
+            if received.endswith(b"0\r\n\r\n"):
+                break
+        writer.close()
+        total = server_loop.call(lambda: upstream.requests[0].conn.bytes_sent)
+        return stalled_at, total, received.count(b"event: delta\n")
+
+    stalled_at, total, deltas = asyncio.run(run())
+    print(f"\nupstream stalled after {stalled_at / 1e6:.1f} of {total / 1e6:.1f} MB")
+    assert stalled_at < total / 2, (
+        "the relay kept reading the upstream for a reader that did not read"
+    )
+    assert deltas == count
