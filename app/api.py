@@ -59,6 +59,12 @@ async def readyz(request: Request) -> dict[str, str]:
     return {"status": "ready", "mode": request.app.state.settings.mode}
 
 
+@router.get("/api/config")
+async def config(request: Request) -> dict[str, str]:
+    """What the page needs to know before the first chat."""
+    return {"mode": request.app.state.settings.mode}
+
+
 @router.post(
     "/api/chat",
     openapi_extra={
