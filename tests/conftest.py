@@ -182,3 +182,11 @@ def post_chat(relay: Relay, body: Any = None, *, content: bytes | None = None, *
     with httpx2.Client(timeout=30) as client:
         r = client.post(f"{relay.url}/api/chat", content=content, headers=headers, **kw)
         return Reply(r.status_code, r.headers, r.text)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    # Lets fixtures see whether their test failed (the browser tests save a screenshot).
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -1,0 +1,277 @@
+"""The chat page in a real browser: Debian's Chromium driven by Playwright, against the
+relay under uvicorn and the fake upstream. Every test also fails on any console error,
+page error, CSP violation or request leaving the page's origin."""
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fake_upstream import answer, error_event, http_error, message_start, text_block
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing (.ci/run installs it with apt)")
+        pytest.skip("Chromium is not installed: apt-get install chromium")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A page plus what it must not do."""
+
+    def __init__(self, page, relay) -> None:
+        self.page = page
+        self.relay = relay
+        self.problems: list[str] = []
+        self.allowed: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        page.on("request", self._request)
+        page.add_init_script(
+            "window.__csp = [];"
+            "document.addEventListener('securitypolicyviolation',"
+            " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+        )
+
+    def _console(self, message) -> None:
+        if message.type == "error" and not any(re.search(a, message.text) for a in self.allowed):
+            self.problems.append(f"console error: {message.text}")
+
+    def _request(self, request) -> None:
+        if not request.url.startswith((self.relay.url, "data:")):
+            self.problems.append(f"request off the page's origin: {request.url}")
+
+    def open(self) -> None:
+        self.page.goto(self.relay.url + "/")
+        self.page.wait_for_selector("#prompt:focus")
+
+    def send(self, text: str) -> None:
+        self.page.fill("#prompt", text)
+        self.page.press("#prompt", "Enter")
+
+    def answer(self, n: int = -1):
+        return self.page.locator(".message.assistant .body").nth(n)
+
+    def wait_done(self, count: int = 1) -> None:
+        self.page.locator(".message.assistant .usage").nth(count - 1).wait_for(timeout=10_000)
+
+
+@pytest.fixture
+def chat(browser, make_relay, request):
+    def open_chat(**settings) -> Page:
+        context = browser.new_context(viewport={"width": 900, "height": 700})
+        page = Page(context.new_page(), make_relay(**settings))
+        pages.append(page)
+        page.open()
+        return page
+
+    pages: list[Page] = []
+    yield open_chat
+    for page in pages:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.page.screenshot(path=ARTIFACTS / f"{request.node.name}.png", full_page=True)
+        csp = page.page.evaluate("window.__csp")
+        page.page.context.close()
+        assert csp == [], f"CSP violations: {csp}"
+        assert page.problems == []
+
+
+def words(n: int) -> list[str]:
+    return [f"word{i} " for i in range(n)]
+
+
+def test_answer_streams_progressively(chat, upstream):
+    upstream.push(answer(*words(30), delay=0.08))
+    page = chat()
+    page.send("Hello")
+    body = page.answer()
+    # Intermediate states: part of the answer on screen while the rest is still coming.
+    body.filter(has_text="word3 ").wait_for()
+    seen = [len(body.inner_text())]
+    for _ in range(3):
+        time.sleep(0.3)
+        seen.append(len(body.inner_text()))
+    assert "word29" not in body.inner_text()
+    assert seen == sorted(seen) and seen[-1] > seen[0], f"text did not grow: {seen}"
+    page.wait_done()
+    assert body.inner_text().strip() == "".join(words(30)).strip()
+    assert page.page.locator(".usage").inner_text() == "12 tokens in · 87 out"
+
+
+def test_follow_up_sends_the_whole_history(chat, upstream):
+    upstream.push(answer("First answer."), answer("Second answer."))
+    page = chat()
+    page.send("Question one")
+    page.wait_done(1)
+    page.send("Question two")
+    page.wait_done(2)
+    assert upstream.requests[-1].body["messages"] == [
+        {"role": "user", "content": "Question one"},
+        {"role": "assistant", "content": "First answer."},
+        {"role": "user", "content": "Question two"},
+    ]
+
+
+def test_stop_closes_the_upstream_and_keeps_the_partial_answer(chat, upstream, server_loop):
+    upstream.push(answer(*words(300), delay=0.03))
+    page = chat()
+    page.send("Tell me a long story")
+    page.answer().filter(has_text="word5 ").wait_for()
+    clicked = time.monotonic()
+    page.page.click("#stop")
+    conn = upstream.requests[0].conn
+    assert server_loop.wait_for(lambda: conn.closed is not None, timeout=1.0), "upstream still open"
+    assert conn.closed - clicked < 1.0
+    page.page.locator(".stopped").wait_for()
+    text = page.answer().inner_text()
+    assert "word5" in text and "word299" not in text
+    assert page.page.locator("#send").is_visible()
+    # The partial answer stays in the conversation the model sees next.
+    page.send("Go on")
+    page.wait_done(1)
+    sent = upstream.requests[-1].body["messages"]
+    assert sent[1]["role"] == "assistant" and sent[1]["content"].startswith("word0 word1")
+
+
+def test_error_mid_answer_is_shown_and_retry_recovers(chat, upstream):
+    upstream.push(
+        [
+            message_start(),
+            *text_block(0, ["Partial "])[:-1],
+            error_event("overloaded_error", "Overloaded"),
+        ]
+    )
+    page = chat()
+    page.send("Question")
+    error = page.page.locator(".meta .error")
+    error.wait_for()
+    assert "overloaded" in error.inner_text().lower()
+    assert "Partial" in page.answer().inner_text()
+    page.page.click("button.retry")
+    page.wait_done()
+    assert page.answer().inner_text().strip() == "Hello, world!"
+    assert page.page.locator(".message.assistant").count() == 1
+    # The failed turn never reached the history.
+    assert upstream.requests[-1].body["messages"] == [{"role": "user", "content": "Question"}]
+
+
+def test_rate_limit_before_the_answer_is_shown_and_retry_recovers(chat, upstream):
+    upstream.push(http_error(429, "rate_limit_error", "Rate limited", {"retry-after": "17"}))
+    page = chat()
+    page.allowed.append("status of 429")  # Chromium logs every non-2xx fetch
+    page.send("Question")
+    error = page.page.locator(".meta .error")
+    error.wait_for()
+    assert error.inner_text() == "Rate limited: try again in 17 s."
+    page.page.click("button.retry")
+    page.wait_done()
+    assert "Hello" in page.answer().inner_text()
+
+
+MARKDOWN = [
+    "## A heading\n\n",
+    "- one\n- two\n\n",
+    "```python\nprint('hi')\n```\n\n",
+    "| a | b |\n|---|---|\n| 1 | 2 |\n\n",
+    "[a link](https://example.com/page)\n\n",
+    '<img src=x onerror="window.__pwned=1">\n\n',
+    "<script>window.__pwned=2</script>\n\n",
+    '<svg onload="window.__pwned=3"></svg>\n\n',
+    "[click me](javascript:window.__pwned=4)\n\n",
+    '<a href="javascript:window.__pwned=5">and me</a>\n\n',
+    '<span style="color:red" onclick="window.__pwned=6">styled</span>\n\n',
+    "![tracking pixel](https://tracker.example/pixel.png)\n",
+]
+
+
+def test_markdown_renders_and_model_html_is_inert(chat, upstream):
+    upstream.push(answer(*MARKDOWN))
+    page = chat()
+    page.send("Format things")
+    page.wait_done()
+    body = page.answer()
+    assert body.locator("h2").inner_text() == "A heading"
+    assert body.locator("ul li").count() == 2
+    assert body.locator("pre code").inner_text().strip() == "print('hi')"
+    assert body.locator("pre button.copy").count() == 1
+    assert body.locator("table th").all_inner_texts() == ["a", "b"]
+    assert body.locator("a", has_text="a link").get_attribute("href") == "https://example.com/page"
+    for link in body.locator("a").all():
+        assert not (link.get_attribute("href") or "").startswith("javascript:")
+    # The model's raw HTML is shown as text, not rendered.
+    text = body.inner_text()
+    assert '<img src=x onerror="window.__pwned=1">' in text
+    assert "<script>window.__pwned=2</script>" in text
+    body.locator("a", has_text="click me").click()
+    assert body.locator("img, script, svg, [style], [onerror], [onload], [onclick]").count() == 0
+    assert page.page.evaluate("window.__pwned") is None
+    assert body.locator("a", has_text="tracking pixel").count() == 1  # a link, never fetched
+
+
+def test_demo_mode_is_announced(chat):
+    page = chat(anthropic_api_key=None, anthropic_base_url=None, demo_token_delay=0)
+    notice = page.page.locator("#demo-notice")
+    notice.wait_for()
+    assert "Demo mode" in notice.inner_text()
+    page.send("Hi there")
+    page.wait_done()
+    assert "Demo mode" in page.answer().inner_text()
+
+
+def test_conversation_survives_reload_and_new_chat_clears_it(chat, upstream):
+    page = chat()
+    page.send("Remember me")
+    page.wait_done()
+    page.page.reload()
+    page.page.wait_for_selector("#prompt:focus")
+    assert page.page.locator(".message").count() == 2
+    assert page.page.locator(".message.user .body").inner_text() == "Remember me"
+    page.page.click("#new-chat")
+    assert page.page.locator(".message").count() == 0
+    assert page.page.locator("#empty").is_visible()
+    page.page.reload()
+    page.page.wait_for_selector("#prompt:focus")
+    assert page.page.locator(".message").count() == 0
+
+
+def test_keyboard_only(chat, upstream):
+    page = chat()
+    page.page.keyboard.type("line one")
+    page.page.keyboard.press("Shift+Enter")
+    page.page.keyboard.type("line two")
+    assert upstream.requests == []
+    page.page.keyboard.press("Enter")
+    page.wait_done()
+    assert upstream.requests[0].body["messages"][0]["content"] == "line one\nline two"
+    # Escape stops an answer; focus comes back to the composer.
+    upstream.push(answer(*words(200), delay=0.03))
+    page.page.keyboard.type("again")
+    page.page.keyboard.press("Enter")
+    page.answer().filter(has_text="word3 ").wait_for()
+    page.page.keyboard.press("Escape")
+    page.page.locator(".stopped").wait_for()
+    assert page.page.evaluate("document.activeElement.id") == "prompt"
