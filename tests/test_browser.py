@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import CuttableProxy
 from tests.fake_upstream import answer, error_event, http_error, message_start, text_block
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -46,6 +47,7 @@ class Page:
         self.relay = relay
         self.problems: list[str] = []
         self.allowed: list[str] = []
+        self.url = relay.url
         page.on("console", self._console)
         page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
         page.on("request", self._request)
@@ -60,11 +62,12 @@ class Page:
             self.problems.append(f"console error: {message.text}")
 
     def _request(self, request) -> None:
-        if not request.url.startswith((self.relay.url, "data:")):
+        if not request.url.startswith((self.url, "data:")):
             self.problems.append(f"request off the page's origin: {request.url}")
 
-    def open(self) -> None:
-        self.page.goto(self.relay.url + "/")
+    def open(self, url: str | None = None) -> None:
+        self.url = url or self.relay.url
+        self.page.goto(self.url + "/")
         self.page.wait_for_selector("#prompt:focus")
 
     def send(self, text: str) -> None:
@@ -80,11 +83,11 @@ class Page:
 
 @pytest.fixture
 def chat(browser, make_relay, request):
-    def open_chat(**settings) -> Page:
+    def open_chat(via=None, **settings) -> Page:
         context = browser.new_context(viewport={"width": 900, "height": 700})
         page = Page(context.new_page(), make_relay(**settings))
         pages.append(page)
-        page.open()
+        page.open(via(page.relay) if via else None)
         return page
 
     pages: list[Page] = []
@@ -275,3 +278,26 @@ def test_keyboard_only(chat, upstream):
     page.page.keyboard.press("Escape")
     page.page.locator(".stopped").wait_for()
     assert page.page.evaluate("document.activeElement.id") == "prompt"
+
+
+def test_network_lost_mid_answer_is_shown_and_retry_recovers(chat, upstream, server_loop):
+    proxies: list[CuttableProxy] = []
+
+    def via_proxy(relay) -> str:
+        proxies.append(CuttableProxy(int(relay.url.rsplit(":", 1)[1])))
+        server_loop.run(proxies[0].start())
+        return proxies[0].url
+
+    upstream.push(answer(*words(300), delay=0.03))
+    page = chat(via=via_proxy)
+    page.allowed.append("ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING")
+    page.send("Question")
+    page.answer().filter(has_text="word3 ").wait_for()
+    server_loop.call(proxies[0].cut)
+    error = page.page.locator(".meta .error")
+    error.wait_for()
+    assert error.inner_text() == "Network connection lost mid-answer."
+    assert "word3" in page.answer().inner_text()
+    page.page.click("button.retry")
+    page.wait_done()
+    assert page.answer().inner_text().strip() == "Hello, world!"
