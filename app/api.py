@@ -1,16 +1,19 @@
-"""The HTTP routes. Thin: read, validate, open the upstream, hand over to the relay."""
+"""The HTTP routes. Thin: admit, read, validate, open the upstream, hand over to the relay."""
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
+from app import telemetry
+from app.admission import check_token, client_key
 from app.errors import ApiError
 from app.models import ChatRequest, upstream_params
-from app.relay import open_upstream, relay_frames
+from app.relay import Stream, relay_frames
 
 router = APIRouter()
 T = TypeVar("T")
@@ -49,20 +52,53 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
     return None
 
 
+class RelayResponse(EventSourceResponse):
+    """The SSE response of one stream. However it ends (done, error, the caller gone, even
+    before its first frame) the upstream is closed and `on_end` runs, exactly once."""
+
+    def __init__(self, stream: Stream, on_end: Callable[[], None], ping: float) -> None:
+        super().__init__(
+            relay_frames(stream),
+            headers={"Cache-Control": "no-cache"},
+            ping=ping,
+            ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),
+            sep="\n",
+        )
+        self.stream = stream
+        self.on_end = on_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.stream.close()
+            self.on_end()
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> dict[str, str]:
-    return {"status": "ready", "mode": request.app.state.settings.mode}
+async def readyz(request: Request) -> Response:
+    state = request.app.state
+    if state.draining:
+        return JSONResponse({"status": "draining", "mode": state.settings.mode}, status_code=503)
+    return JSONResponse({"status": "ready", "mode": state.settings.mode})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    body, content_type = telemetry.metrics_body()
+    return Response(body, media_type=content_type)
 
 
 @router.get("/api/config")
-async def config(request: Request) -> dict[str, str]:
+async def config(request: Request) -> dict[str, Any]:
     """What the page needs to know before the first chat."""
-    return {"mode": request.app.state.settings.mode}
+    settings = request.app.state.settings
+    return {"mode": settings.mode, "auth": settings.relay_token is not None}
 
 
 @router.post(
@@ -76,17 +112,49 @@ async def config(request: Request) -> dict[str, str]:
     response_class=EventSourceResponse,
 )
 async def chat(request: Request) -> Response:
-    settings = request.app.state.settings
-    params: dict[str, Any] = upstream_params(
-        await read_body(request, settings.max_body_bytes), settings
+    try:
+        return await _chat(request)
+    except ApiError as exc:
+        telemetry.rejected(exc.error_type)
+        raise
+
+
+async def _chat(request: Request) -> Response:
+    state = request.app.state
+    settings = state.settings
+    if state.draining:
+        raise ApiError(503, "server_shutdown", "The relay is shutting down.", {"Retry-After": "2"})
+    check_token(request, settings)
+    params = upstream_params(await read_body(request, settings.max_body_bytes), settings)
+
+    client = client_key(request)
+    state.slots.acquire(client)
+    stream = Stream(
+        state.client,
+        params,
+        settings.mode,
+        settings.stream_idle_timeout,
+        settings.upstream_retries,
+        settings.upstream_retry_backoff,
     )
-    upstream = await unless_disconnected(request, open_upstream(request.app.state.client, params))
-    if upstream is None:
+    try:
+        opened = await unless_disconnected(request, stream.open())
+    except BaseException:
+        state.slots.release(client)
+        raise
+    if opened is None:
+        state.slots.release(client)
         return Response(status_code=CLIENT_CLOSED)
-    return EventSourceResponse(
-        relay_frames(upstream, settings.mode, settings.stream_idle_timeout),
-        headers={"Cache-Control": "no-cache"},
-        ping=settings.ping_interval,
-        ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),
-        sep="\n",
-    )
+
+    state.streams.add(stream)
+    telemetry.stream_started(stream)
+    logged = params["messages"] if settings.log_content else None
+
+    def on_end() -> None:
+        state.slots.release(client)
+        state.streams.discard(stream)
+        telemetry.stream_ended(stream, 200, client, logged)
+        if state.draining and not state.streams:
+            state.drained.set()
+
+    return RelayResponse(stream, on_end, settings.ping_interval)

@@ -27,12 +27,16 @@ class ApiError(Exception):
         error_type: str,
         message: str,
         headers: dict[str, str] | None = None,
+        *,
+        retryable: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.error_type = error_type
         self.message = message
         self.headers = headers
+        # Whether another upstream attempt might succeed (overloaded, 5xx, broken stream).
+        self.retryable = retryable
 
     def response(self) -> JSONResponse:
         body = {"error": {"type": self.error_type, "message": self.message}}
@@ -57,12 +61,15 @@ _STATUS_TYPES = {
 
 
 def upstream_error(
-    error_type: str, message: str, headers: dict[str, str] | None = None
+    error_type: str, message: str, headers: dict[str, str] | None = None, status: int = 0
 ) -> ApiError:
-    status, shown = _UPSTREAM_TYPES.get(error_type, (502, False))
+    """An upstream failure by its type (and, from an HTTP answer, its status)."""
+    # From an HTTP answer, only a 5xx (529 included) is worth another attempt.
+    retryable = status >= 500 if status else error_type in ("overloaded_error", "api_error")
+    mapped, shown = _UPSTREAM_TYPES.get(error_type, (502, False))
     if not shown:
         error_type, message = "upstream_error", UPSTREAM_FAILED
-    return ApiError(status, error_type, message or error_type, headers)
+    return ApiError(mapped, error_type, message or error_type, headers, retryable=retryable)
 
 
 def event_error(payload: Any) -> tuple[str, str]:
@@ -87,11 +94,11 @@ def from_sdk(exc: Exception) -> ApiError:
             error_type = "api_error"
         retry_after = exc.response.headers.get("retry-after")
         headers = {"Retry-After": retry_after} if status == 429 and retry_after else None
-        return upstream_error(error_type, message, headers)
+        return upstream_error(error_type, message, headers, status)
     if isinstance(exc, (anthropic.APITimeoutError, httpx2.TimeoutException)):
         return ApiError(504, "timeout_error", "The upstream did not answer in time.")
     log.warning("upstream unreachable: %s", type(exc).__name__)
-    return ApiError(502, "upstream_error", "The upstream service is unreachable.")
+    return ApiError(502, "upstream_error", "The upstream service is unreachable.", retryable=True)
 
 
 def _describe(errors: list[dict[str, Any]]) -> str:

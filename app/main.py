@@ -1,17 +1,45 @@
 """The FastAPI application: settings, the shared upstream client, routes, error handling."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from uvicorn.logging import AccessFormatter
 
 from app import errors, web
+from app.admission import StreamSlots
 from app.api import router
 from app.client import make_client
 from app.config import Settings
+from app.lifecycle import handle_sigterm
+from app.telemetry import RequestId, WithRequestId
 
 log = logging.getLogger("chat_relay")
+ACCESS_FORMAT = (
+    '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s rid=%(request_id)s'
+)
+ACCESS_FORMAT = (
+    '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s rid=%(request_id)s'
+)
+
+
+def setup_logging(level: str) -> None:
+    # Our own lines are JSON objects (or plain messages); uvicorn's access lines gain the
+    # request id, so the two can be joined.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(WithRequestId())
+    handler.set_name("chat_relay")  # replaced, not doubled, when an app starts again
+    log.handlers[:] = [h for h in log.handlers if h.get_name() != "chat_relay"] + [handler]
+    log.propagate = False
+    log.setLevel(level.upper())
+    for access in logging.getLogger("uvicorn.access").handlers:
+        access.addFilter(WithRequestId())
+        access.setFormatter(AccessFormatter(ACCESS_FORMAT))
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -19,21 +47,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        logging.basicConfig(
-            level=settings.log_level.upper(), format="%(levelname)s:     %(message)s"
-        )
-        logging.getLogger("httpx2").setLevel(logging.WARNING)
+        setup_logging(settings.log_level)
         app.state.client = make_client(settings)
+        app.state.drained = asyncio.Event()
+        handle_sigterm(app)
         if settings.mode == "demo":
             log.warning(
                 "DEMO MODE: no ANTHROPIC_API_KEY is set; answers come from the embedded "
                 "demo upstream, not from Claude."
             )
         else:
-            log.info(
-                "live mode: upstream %s",
-                settings.anthropic_base_url or "api.anthropic.com",
-            )
+            log.info("live mode: upstream %s", settings.anthropic_base_url or "api.anthropic.com")
         try:
             yield
         finally:
@@ -41,9 +65,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="chat-relay", lifespan=lifespan)
     app.state.settings = settings
+    app.state.slots = StreamSlots(settings.max_concurrent_streams, settings.max_streams_per_client)
+    app.state.streams = set()
+    app.state.draining = False
     errors.install(app)
     app.include_router(router)
     web.install(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["retry-after", "x-request-id"],
+        )
+    app.add_middleware(RequestId)
     return app
 
 

@@ -4,12 +4,18 @@ The relay reads the raw response bytes (the SDK still builds the request, authen
 applies timeouts and turns error statuses into exceptions) and decodes only what it
 forwards. It keeps no snapshot of the message, so each delta costs the same at the end of
 a long answer as at its start, and memory per stream is a few small objects.
+
+A failure before the first delta has reached the caller is retried, within a budget;
+after that, never, so no text is ever sent twice.
 """
 
+import asyncio
 import json
+import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
@@ -17,16 +23,12 @@ import anyio
 import httpx2
 
 from app.errors import ApiError, event_error, from_sdk, upstream_error
-from app.sse import (
-    SSEDecodeError,
-    decode_events,
-    delta_frame,
-    encode_frame,
-    error_frame,
-)
+from app.sse import SSEDecodeError, decode_events, delta_frame, encode_frame, error_frame
 
 # How long closing the upstream may take, even from a cancelled task.
 CLOSE_TIMEOUT = 2.0
+# Mid-stream failures worth another attempt (`upstream_error` is a broken connection).
+RETRYABLE = {"overloaded_error", "api_error", "upstream_error"}
 
 
 @dataclass
@@ -35,7 +37,60 @@ class Upstream:
 
     message: dict[str, Any]
     events: AsyncIterator[tuple[bytes, bytes]]
+    response: httpx2.Response
     close: Callable[[], Awaitable[None]]
+
+
+@dataclass(eq=False)  # a stream is an identity, kept in a set while it runs
+class Stream:
+    """One relayed chat, from the first upstream attempt to its last frame."""
+
+    client: anthropic.AsyncAnthropic
+    params: dict[str, Any]
+    mode: str
+    idle_timeout: float
+    retries: int
+    backoff: float
+    upstream: Upstream | None = None
+    started: float = field(default_factory=time.monotonic)
+    first_delta: float | None = None
+    attempts: int = 0
+    deltas: int = 0
+    usage: dict[str, Any] = field(default_factory=dict)
+    # "done", an error type, or (never set by the relay) "cancelled": the caller left.
+    outcome: str = "cancelled"
+    shutting_down: bool = False
+
+    async def open(self) -> Upstream:
+        """Open the upstream, retrying what is worth retrying; raises `ApiError`."""
+        while True:
+            self.attempts += 1
+            try:
+                self.upstream = await open_upstream(self.client, self.params)
+            except ApiError as exc:
+                if not await self.may_retry(exc.retryable):
+                    raise
+            else:
+                _merge_usage(self.usage, self.upstream.message.get("usage"))
+                return self.upstream
+
+    async def may_retry(self, retryable: bool) -> bool:
+        """Whether to try again (after the backoff, which this waits out)."""
+        if not retryable or self.attempts > self.retries or self.shutting_down:
+            return False
+        # Exponential backoff with jitter, so retries from many streams do not align.
+        await asyncio.sleep(self.backoff * 2 ** (self.attempts - 1) * random.uniform(0.75, 1.0))
+        return not self.shutting_down
+
+    async def close(self) -> None:
+        if self.upstream is not None:
+            await close_shielded(self.upstream.close)
+
+    async def end_for_shutdown(self) -> None:
+        """End this stream now: its pending read fails, and the frame says why."""
+        self.shutting_down = True
+        if self.upstream is not None:
+            await self.upstream.response.aclose()
 
 
 async def close_shielded(close: Callable[[], Awaitable[None]]) -> None:
@@ -46,11 +101,7 @@ async def close_shielded(close: Callable[[], Awaitable[None]]) -> None:
 
 
 async def open_upstream(client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> Upstream:
-    """Start the upstream stream and read up to its `message_start`.
-
-    Anything that goes wrong up to here raises `ApiError`, so the caller still gets a
-    plain HTTP status instead of a stream.
-    """
+    """Start one upstream stream and read up to its `message_start`; raises `ApiError`."""
     stack = AsyncExitStack()
     try:
         response = await stack.enter_async_context(
@@ -61,17 +112,19 @@ async def open_upstream(client: anthropic.AsyncAnthropic, params: dict[str, Any]
         async for name, data in events:
             if name == b"message_start":
                 message = json.loads(data)["message"]
-                return Upstream(message, events, stack.pop_all().aclose)
+                return Upstream(message, events, response.http_response, stack.pop_all().aclose)
             if name == b"error":
                 raise upstream_error(*event_error(json.loads(data)))
-        raise ApiError(502, "upstream_error", "The upstream closed before the answer started.")
+        raise ApiError(
+            502, "upstream_error", "The upstream closed before the answer started.", retryable=True
+        )
     except BaseException as exc:
         await close_shielded(stack.aclose)
         if isinstance(exc, (anthropic.APIError, httpx2.HTTPError)):
             raise from_sdk(exc) from None
         if isinstance(exc, (SSEDecodeError, ValueError, KeyError, TypeError)):
             raise ApiError(
-                502, "upstream_error", "The upstream sent an unreadable stream."
+                502, "upstream_error", "The upstream sent an unreadable stream.", retryable=True
             ) from None
         raise
 
@@ -79,6 +132,16 @@ async def open_upstream(client: anthropic.AsyncAnthropic, params: dict[str, Any]
 def _merge_usage(usage: dict[str, Any], update: Any) -> None:
     if isinstance(update, dict):
         usage.update((k, v) for k, v in update.items() if v is not None)
+
+
+def _failure(exc: Exception, stream: Stream) -> tuple[str, str]:
+    if stream.shutting_down:
+        return "server_shutdown", "The relay is shutting down; please retry."
+    if isinstance(exc, httpx2.TimeoutException):
+        return "timeout_error", f"The upstream sent nothing for {stream.idle_timeout:g} s."
+    if isinstance(exc, (httpx2.HTTPError, SSEDecodeError)):
+        return "upstream_error", "The upstream connection failed mid-answer."
+    return "upstream_error", "The upstream sent an unreadable event."
 
 
 async def _drain(events: AsyncIterator[tuple[bytes, bytes]]) -> None:
@@ -92,51 +155,77 @@ async def _drain(events: AsyncIterator[tuple[bytes, bytes]]) -> None:
             pass
 
 
-async def relay_frames(upstream: Upstream, mode: str, idle_timeout: float) -> AsyncIterator[bytes]:
-    """Yield our frames for one upstream stream; always closes the upstream."""
-    message = upstream.message
-    usage: dict[str, Any] = {}
-    _merge_usage(usage, message.get("usage"))
+async def relay_frames(stream: Stream) -> AsyncIterator[bytes]:
+    """Yield our frames for an opened stream; always closes the upstream."""
+    upstream = stream.upstream
+    assert upstream is not None
     stop: dict[str, Any] = {}
     try:
-        yield encode_frame(
-            b"start",
-            {"id": message.get("id"), "model": message.get("model"), "mode": mode},
-        )
-        async for name, data in upstream.events:
-            if name == b"content_block_delta":
-                delta = json.loads(data)["delta"]
-                if delta["type"] == "text_delta":
-                    yield delta_frame(delta["text"])
-            elif name == b"message_delta":
-                payload = json.loads(data)
-                stop.update(payload.get("delta") or {})
-                _merge_usage(usage, payload.get("usage"))
-            elif name == b"message_stop":
-                done = {
-                    "done": True,
-                    "stop_reason": stop.get("stop_reason"),
-                    "usage": usage,
-                }
-                if stop.get("stop_sequence") is not None:
-                    done["stop_sequence"] = stop["stop_sequence"]
-                yield encode_frame(b"done", done)
-                await _drain(upstream.events)
-                return
-            elif name == b"error":
-                yield error_frame(*event_error(json.loads(data)))
-                return
-            # ping, content_block_start/stop, thinking and tool deltas, and any event
-            # type the API adds later carry nothing to forward.
-        yield error_frame(
-            "upstream_error",
-            "The upstream stream ended before the answer was complete.",
-        )
-    except httpx2.TimeoutException:
-        yield error_frame("timeout_error", f"The upstream sent nothing for {idle_timeout:g} s.")
-    except (httpx2.HTTPError, SSEDecodeError):
-        yield error_frame("upstream_error", "The upstream connection failed mid-answer.")
-    except (ValueError, KeyError, TypeError):
-        yield error_frame("upstream_error", "The upstream sent an unreadable event.")
+        while True:  # one pass per upstream attempt; a retry is a `continue`
+            failure: tuple[str, str] | None = None
+            try:
+                async for name, data in upstream.events:
+                    if name == b"content_block_delta":
+                        delta = json.loads(data)["delta"]
+                        if delta["type"] == "text_delta":
+                            if not stream.deltas:
+                                stream.first_delta = time.monotonic()
+                                yield _start_frame(stream, upstream)
+                            stream.deltas += 1
+                            yield delta_frame(delta["text"])
+                    elif name == b"message_delta":
+                        payload = json.loads(data)
+                        stop.update(payload.get("delta") or {})
+                        _merge_usage(stream.usage, payload.get("usage"))
+                    elif name == b"message_stop":
+                        if not stream.deltas:
+                            yield _start_frame(stream, upstream)
+                        stream.outcome = "done"
+                        yield encode_frame(b"done", _done(stop, stream.usage))
+                        await _drain(upstream.events)
+                        return
+                    elif name == b"error":
+                        failure = event_error(json.loads(data))
+                        break
+                    # ping, content_block_start/stop, thinking and tool deltas, and any
+                    # event type the API adds later carry nothing to forward.
+                else:
+                    failure = (
+                        "upstream_error",
+                        "The upstream ended before the answer was complete.",
+                    )
+            except (httpx2.HTTPError, SSEDecodeError, ValueError, KeyError, TypeError) as exc:
+                failure = _failure(exc, stream)
+
+            # Nothing has reached the caller yet: another attempt cannot duplicate text.
+            if not stream.deltas and await stream.may_retry(failure[0] in RETRYABLE):
+                await stream.close()
+                try:
+                    await stream.open()
+                except ApiError as exc:
+                    failure = (exc.error_type, exc.message)
+                else:
+                    upstream = stream.upstream
+                    assert upstream is not None
+                    continue
+            if not stream.deltas:
+                yield _start_frame(stream, upstream)
+            stream.outcome = failure[0]
+            yield error_frame(*failure)
+            return
     finally:
-        await close_shielded(upstream.close)
+        await stream.close()
+
+
+def _start_frame(stream: Stream, upstream: Upstream) -> bytes:
+    message = upstream.message
+    return encode_frame(
+        b"start", {"id": message.get("id"), "model": message.get("model"), "mode": stream.mode}
+    )
+
+
+def _done(stop: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
+    done = {"done": True, "stop_reason": stop.get("stop_reason"), "usage": usage}
+    if stop.get("stop_sequence") is not None:
+        done["stop_sequence"] = stop["stop_sequence"]
+    return done

@@ -3,6 +3,7 @@ servers running the relay; tests talk to them over real sockets on 127.0.0.1."""
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -62,15 +63,24 @@ class Relay:
     server: uvicorn.Server
     settings: Settings
 
+    @property
+    def state(self) -> Any:
+        return self.server.config.app.state
+
 
 def test_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"ping_interval": 15, "stream_idle_timeout": 5}
+    values: dict[str, Any] = {
+        "ping_interval": 15,
+        "stream_idle_timeout": 5,
+        "upstream_retry_backoff": 0.01,
+    }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-async def start_relay(settings: Settings) -> Relay:
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
+async def start_relay(settings: Settings, **options: Any) -> Relay:
+    options.setdefault("log_level", "warning")
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, **options)
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
     while not server.started:
@@ -121,10 +131,11 @@ def make_relay(server_loop: ServerLoop, upstream: FakeUpstream) -> Iterator[Call
     """Start a relay under uvicorn, pointed at the fake upstream, with these settings."""
     started: list[Relay] = []
 
-    def make(**overrides: Any) -> Relay:
+    def make(server: dict[str, Any] | None = None, **overrides: Any) -> Relay:
+        """`server`: uvicorn options; the rest: settings."""
         overrides.setdefault("anthropic_api_key", API_KEY)
         overrides.setdefault("anthropic_base_url", upstream.url)
-        relay = server_loop.run(start_relay(test_settings(**overrides)))
+        relay = server_loop.run(start_relay(test_settings(**overrides), **(server or {})))
         started.append(relay)
         return relay
 
@@ -136,6 +147,36 @@ def make_relay(server_loop: ServerLoop, upstream: FakeUpstream) -> Iterator[Call
 @pytest.fixture
 def relay(make_relay: Callable[..., Relay]) -> Relay:
     return make_relay()
+
+
+class LogLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    @property
+    def chats(self) -> list[dict[str, Any]]:
+        """The relay's one JSON line per stream."""
+        return [json.loads(line) for line in self.lines if line.startswith('{"event": "chat"')]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def relay_log() -> Iterator[LogLines]:
+    """Everything the relay and uvicorn log while the test runs."""
+    handler = LogLines()
+    loggers = [logging.getLogger(n) for n in ("chat_relay", "uvicorn.error", "uvicorn.access")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield handler
+    for logger in loggers:
+        logger.removeHandler(handler)
 
 
 def parse_frames(raw: str) -> list[tuple[str, Any]]:

@@ -27,11 +27,12 @@ class RawClient:
         self.received = b""
         self.closed_at = 0.0
 
-    async def open(self) -> None:
+    async def open(self, headers: dict[str, str] | None = None) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.url.hostname, self.url.port)
         body = json.dumps({"message": self.message}).encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         head = (
-            f"POST /api/chat HTTP/1.1\r\nhost: {self.url.netloc}\r\n"
+            f"POST /api/chat HTTP/1.1\r\nhost: {self.url.netloc}\r\n{extra}"
             f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
         )
         self.writer.write(head.encode() + body)
@@ -86,7 +87,7 @@ STALL_MID_ANSWER = [message_start(), *text_block(0, ["one ", "two "])[:-1], ("st
     ("script", "marker", "count"),
     [
         ([("hang",)], None, 0),
-        (STALL_AFTER_START, b"event: start", 1),
+        (STALL_AFTER_START, b"HTTP/1.1 200", 1),  # `start` waits for the first delta
         (LONG, b"event: delta", 5),
         (STALL_MID_ANSWER, b"event: delta", 2),
     ],
@@ -113,7 +114,8 @@ def test_one_stream_cancelled(relay, upstream, server_loop, script, marker, coun
     assert server_loop.settles_to(baseline), "a task was left behind"
 
 
-def test_hundred_concurrent_streams_closed_at_random_points(relay, upstream, server_loop):
+def test_hundred_concurrent_streams_closed_at_random_points(make_relay, upstream, server_loop):
+    relay = make_relay(max_streams_per_client=1000)
     rng = random.Random(2026)
     kinds = [PACED, STALL_AFTER_START, STALL_MID_ANSWER, [("hang",)]]
     plans = []

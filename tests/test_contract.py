@@ -271,7 +271,8 @@ def test_mid_stream_failures_end_with_one_error_frame(
     )
 
 
-def test_upstream_error_message_reaches_the_client(relay, upstream):
+def test_upstream_error_message_reaches_the_client(make_relay, upstream):
+    relay = make_relay(upstream_retries=0)
     upstream.push([message_start(), error_event("overloaded_error", "Overloaded right now")])
     assert post_chat(relay).frames[-1] == (
         "error",
@@ -312,7 +313,7 @@ def test_upstream_error_message_reaches_the_client(relay, upstream):
     ],
 )
 def test_pre_stream_failures_are_plain_http(make_relay, upstream, script, status, error_type):
-    relay = make_relay(stream_idle_timeout=0.5)
+    relay = make_relay(stream_idle_timeout=0.5, upstream_retries=0)
     upstream.push(script)
     reply = post_chat(relay)
     assert reply.status == status
@@ -344,7 +345,9 @@ def test_429_passes_on_retry_after(relay, upstream):
 
 
 def test_unreachable_upstream_is_502(make_relay):
-    relay = make_relay(anthropic_base_url="http://127.0.0.1:9")  # nothing listens there
+    relay = make_relay(
+        anthropic_base_url="http://127.0.0.1:9", upstream_retries=0
+    )  # nothing listens there
     reply = post_chat(relay)
     assert reply.status == 502
     assert reply.json()["error"]["type"] == "upstream_error"

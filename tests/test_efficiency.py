@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import anthropic
 import httpx2
 
-from app.relay import open_upstream, relay_frames
+from app.relay import Stream, relay_frames
 from tests.fake_upstream import message_end, message_start
 
 DELTAS = 20_000
@@ -56,9 +56,10 @@ async def relay_long_answer(marks: dict[int, float], clock) -> int:
         http_client=httpx2.AsyncClient(transport=MemoryTransport(long_answer_body())),
     )
     params = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
-    upstream = await open_upstream(client, params)
+    stream = Stream(client, params, "live", idle_timeout=60, retries=0, backoff=0)
+    await stream.open()
     deltas = 0
-    async for frame in relay_frames(upstream, "live", 60):
+    async for frame in relay_frames(stream):
         if frame.startswith(b"event: delta"):
             deltas += 1
             if deltas % 2000 == 0:

@@ -1,0 +1,71 @@
+"""Who may open a stream, and how many at once: the relay token and the stream slots.
+
+Everything here answers before the upstream is called, and costs nothing per delta.
+"""
+
+import hmac
+
+from fastapi import Request
+
+from app.config import Settings
+from app.errors import ApiError
+
+# Streams last tens of seconds; a caller turned away should not come back at once.
+RETRY_AFTER_SECONDS = "2"
+
+
+def check_token(request: Request, settings: Settings) -> None:
+    if settings.relay_token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = settings.relay_token.get_secret_value().encode()
+    # compare_digest takes the same time wherever the first difference is.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise ApiError(
+            401,
+            "authentication_error",
+            "This relay needs `Authorization: Bearer <token>`.",
+            {"WWW-Authenticate": "Bearer"},
+        )
+
+
+def client_key(request: Request) -> str:
+    # uvicorn replaces the peer address with the proxy's X-Forwarded-For only for the
+    # proxies named by --forwarded-allow-ips, so a caller cannot pick its own key.
+    return request.client.host if request.client else "unknown"
+
+
+class StreamSlots:
+    """Counts open streams, per process and per client. Plain counters: one event loop."""
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total = total
+        self.per_client = per_client
+        self.active = 0
+        self.by_client: dict[str, int] = {}
+
+    def acquire(self, client: str) -> None:
+        if self.active >= self.total:
+            raise ApiError(
+                503,
+                "overloaded_error",
+                "This relay is serving as many streams as it can; try again shortly.",
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        if self.by_client.get(client, 0) >= self.per_client:
+            raise ApiError(
+                429,
+                "rate_limit_error",
+                f"At most {self.per_client} streams at once per client.",
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        self.active += 1
+        self.by_client[client] = self.by_client.get(client, 0) + 1
+
+    def release(self, client: str) -> None:
+        self.active -= 1
+        left = self.by_client[client] - 1
+        if left:
+            self.by_client[client] = left
+        else:
+            del self.by_client[client]

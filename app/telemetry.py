@@ -1,0 +1,143 @@
+"""What the relay tells its operators: Prometheus metrics, one JSON log line per stream,
+and a request id that ties the two to uvicorn's access log. Nothing here runs per delta.
+"""
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from contextvars import ContextVar
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.relay import Stream
+
+log = logging.getLogger("chat_relay")
+request_id: ContextVar[str] = ContextVar("request_id", default="-")
+
+STARTED = Counter("chat_relay_streams_started_total", "Streams that reached the caller.")
+COMPLETED = Counter("chat_relay_streams_completed_total", "Streams that ended with `done`.")
+CANCELLED = Counter("chat_relay_streams_cancelled_total", "Streams the caller left early.")
+FAILED = Counter("chat_relay_streams_failed_total", "Streams ended by an error.", ["type"])
+ACTIVE = Gauge("chat_relay_active_streams", "Streams open now.", multiprocess_mode="livesum")
+TTFD = Histogram(
+    "chat_relay_time_to_first_delta_seconds",
+    "From the request to the first delta forwarded.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32),
+)
+DURATION = Histogram(
+    "chat_relay_stream_duration_seconds",
+    "From the request to the last frame.",
+    buckets=(0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320),
+)
+INPUT_TOKENS = Counter("chat_relay_input_tokens_total", "Input tokens billed.", ["model"])
+OUTPUT_TOKENS = Counter("chat_relay_output_tokens_total", "Output tokens billed.", ["model"])
+REJECTED = Counter("chat_relay_rejected_requests_total", "Requests refused.", ["reason"])
+
+# A caller's X-Request-ID is kept only if it is short and plain: it lands in our logs.
+_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def metrics_body() -> tuple[bytes, str]:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        # Several workers: each writes its own files; this sums them.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def stream_ended(stream: Stream, status: int, client: str, messages: object) -> None:
+    """Account for one stream, however it ended: metrics and its JSON log line."""
+    now = time.monotonic()
+    model = str(stream.params.get("model"))
+    usage = stream.usage
+    input_tokens = int(usage.get("input_tokens") or 0)
+    # Cancelled or failed: the last figure the upstream reported may lag behind the text
+    # forwarded, so count at least one token per delta; the line says it is partial.
+    output_tokens = max(int(usage.get("output_tokens") or 0), stream.deltas)
+    partial = stream.outcome != "done"
+    ACTIVE.dec()
+    DURATION.observe(now - stream.started)
+    if stream.first_delta is not None:
+        TTFD.observe(stream.first_delta - stream.started)
+    INPUT_TOKENS.labels(model).inc(input_tokens)
+    OUTPUT_TOKENS.labels(model).inc(output_tokens)
+    if stream.outcome == "done":
+        COMPLETED.inc()
+    elif stream.outcome == "cancelled":
+        CANCELLED.inc()
+    else:
+        FAILED.labels(stream.outcome).inc()
+    line = {
+        "event": "chat",
+        "request_id": request_id.get(),
+        "client": client,
+        "model": model,
+        "mode": stream.mode,
+        "status": status,
+        "outcome": stream.outcome,
+        "attempts": stream.attempts,
+        "ttft_ms": round((stream.first_delta - stream.started) * 1000, 1)
+        if stream.first_delta
+        else None,
+        "duration_ms": round((now - stream.started) * 1000, 1),
+        "deltas": stream.deltas,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "tokens_partial": partial,
+    }
+    if messages is not None:
+        line["messages"] = messages
+    log.info(json.dumps(line, ensure_ascii=False))
+
+
+def stream_started(stream: Stream) -> None:
+    STARTED.inc()
+    ACTIVE.inc()
+
+
+def rejected(reason: str) -> None:
+    REJECTED.labels(reason).inc()
+
+
+class RequestId:
+    """Takes a sane incoming X-Request-ID or makes one, and returns it on the response.
+    It also sits in a context variable, so every log line of the request can carry it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class WithRequestId(logging.Filter):
+    """Adds `request_id` to log records (uvicorn's access log among them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
