@@ -3,6 +3,7 @@ import { renderMarkdown } from "./markdown.js";
 import { readEvents } from "./sse.js";
 
 const STORE = "chat-relay:conversation";
+const TOKEN = "chat-relay:token"; // sessionStorage: this tab only
 const $ = (id) => document.getElementById(id);
 const ui = {
   main: $("conversation"),
@@ -14,7 +15,10 @@ const ui = {
   stop: $("stop"),
   newChat: $("new-chat"),
   demo: $("demo-notice"),
+  tokenDialog: $("token-dialog"),
+  token: $("token"),
 };
+let needsToken = false; // from /api/config
 
 // A turn: {role: "user" | "assistant", text, status: "streaming" | "done" | "stopped" | "error",
 // usage, error}. Only finished state is stored: a reload mid-answer shows it as stopped.
@@ -161,6 +165,10 @@ async function describeHttpError(response) {
     // not our JSON error: a proxy in between, say
   }
   switch (response.status) {
+    case 401:
+      sessionStorage.removeItem(TOKEN);
+      needsToken = true;
+      return "The access token was refused. Retry to enter it again.";
     case 429: {
       const after = response.headers.get("retry-after");
       return after ? `Rate limited: try again in ${after} s.` : "Rate limited: try again shortly.";
@@ -189,6 +197,29 @@ function describeFrameError(error) {
   }
 }
 
+// The relay's token, asked for once per tab when the relay says it needs one.
+function askForToken() {
+  return new Promise((resolve) => {
+    ui.token.value = "";
+    ui.tokenDialog.addEventListener(
+      "close",
+      () => {
+        const token = ui.tokenDialog.returnValue === "ok" ? ui.token.value.trim() : "";
+        if (token) sessionStorage.setItem(TOKEN, token);
+        resolve(token);
+      },
+      { once: true },
+    );
+    ui.tokenDialog.showModal();
+  });
+}
+
+async function authHeaders() {
+  if (!needsToken) return {};
+  const token = sessionStorage.getItem(TOKEN) || (await askForToken());
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
 async function ask() {
   const messages = history();
   const answer = { role: "assistant", text: "", status: "streaming" };
@@ -197,9 +228,10 @@ async function ask() {
   setStreaming(true);
   controller = new AbortController();
   try {
+    const headers = { "content-type": "application/json", ...(await authHeaders()) };
     const response = await fetch("/api/chat", {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers,
       body: JSON.stringify({ messages }),
       signal: controller.signal,
     });
@@ -290,6 +322,7 @@ fetch("/api/config")
   .then((r) => r.json())
   .then((config) => {
     ui.demo.hidden = config.mode !== "demo";
+    needsToken = Boolean(config.auth);
   })
   .catch(() => {});
 

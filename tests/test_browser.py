@@ -301,3 +301,27 @@ def test_network_lost_mid_answer_is_shown_and_retry_recovers(chat, upstream, ser
     page.page.click("button.retry")
     page.wait_done()
     assert page.answer().inner_text().strip() == "Hello, world!"
+
+
+def test_the_page_asks_for_the_token_once(chat, upstream):
+    page = chat(relay_token="s3cret")
+    page.allowed.append("status of 401")
+    page.send("First")
+    page.page.locator("#token-dialog").wait_for()
+    page.page.fill("#token", "wrong")
+    page.page.click("#token-save")
+    error = page.page.locator(".meta .error")
+    error.wait_for()
+    assert "token was refused" in error.inner_text()
+    assert upstream.requests == []
+    page.page.click("button.retry")
+    page.page.locator("#token-dialog").wait_for()
+    page.page.fill("#token", "s3cret")
+    page.page.click("#token-save")
+    page.wait_done()
+    assert upstream.requests[0].headers  # the relay let it through
+    page.send("Second")
+    page.wait_done(2)
+    assert not page.page.locator("#token-dialog").is_visible(), "asked twice"
+    assert page.page.evaluate("sessionStorage.getItem('chat-relay:token')") == "s3cret"
+    assert page.page.evaluate("JSON.stringify(localStorage)").count("s3cret") == 0

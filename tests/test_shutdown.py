@@ -1,0 +1,110 @@
+"""Graceful shutdown: a real uvicorn process, a real SIGTERM."""
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+
+from tests.conftest import API_KEY
+from tests.fake_upstream import answer
+from tests.test_cancellation import RawClient
+
+ROOT = Path(__file__).resolve().parent.parent
+GRACE = 1.5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_drains_then_ends_the_rest(upstream, server_loop, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "ANTHROPIC_API_KEY": API_KEY,
+        "ANTHROPIC_BASE_URL": upstream.url,
+        "SHUTDOWN_GRACE_SECONDS": str(GRACE),
+        "PING_INTERVAL": "0.2",
+    }
+    log = (tmp_path / "relay.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--port",
+            str(port),
+            "--timeout-graceful-shutdown",
+            "10",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx2.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "relay.log").read_text()
+            time.sleep(0.1)
+
+        upstream.by_message["short"] = answer(*[f"s{i} " for i in range(8)], delay=0.1)  # ~0.8 s
+        upstream.by_message["long"] = answer(*[f"l{i} " for i in range(400)], delay=0.05)  # ~20 s
+
+        async def run() -> tuple[bytes, bytes, int, int, float]:
+            short, long = RawClient(url, "short"), RawClient(url, "long")
+            await short.open()
+            await long.open()
+            await short.read_until(b"event: delta")
+            await long.read_until(b"event: delta")
+            sent = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.2)
+            # Still answering, but not for new work.
+            ready = await asyncio.to_thread(httpx2.get, f"{url}/readyz")
+            chat = await asyncio.to_thread(httpx2.post, f"{url}/api/chat", json={"message": "new"})
+            await short.read_until(b"event: done")
+            await long.read_until(b"event: error")
+            exited = await asyncio.to_thread(process.wait, 10)
+            del exited
+            return (
+                short.received,
+                long.received,
+                ready.status_code,
+                chat.status_code,
+                time.monotonic() - sent,
+            )
+
+        short, long, ready, chat, took = asyncio.run(run())
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+    output = (tmp_path / "relay.log").read_text()
+
+    assert ready == 503
+    assert chat == 503
+    assert b"event: done" in short and b"event: error" not in short  # finished within the grace
+    assert b'"type":"server_shutdown"' in long and b"event: done" not in long
+    assert took < GRACE + 1.0, f"exited {took:.2f} s after SIGTERM"
+    long_conn = next(
+        r.conn for r in upstream.requests if r.body["messages"][0]["content"] == "long"
+    )
+    assert long_conn.closed is not None, "the upstream of the ended stream must be closed"
+    assert "draining" in output and "Traceback" not in output
+    print(f"\nexited {took:.2f} s after SIGTERM (grace {GRACE} s)")
