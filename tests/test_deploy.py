@@ -1,0 +1,120 @@
+"""The deployment files: the Dockerfile lints, the manifests validate against the
+Kubernetes schemas and agree with the app's settings, the nginx example is sound."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "kubernetes"
+MANIFESTS = sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((K8S / name).read_text())
+
+
+def test_dockerfile_lints_clean():
+    result = run(shutil.which("hadolint") or "hadolint", "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_manifests_validate_against_the_kubernetes_schemas():
+    result = run("kubernetes-validate", "--strict", "--quiet", *map(str, MANIFESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    kustomization = load("kustomization.yaml")
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in MANIFESTS if p.name != "secret.example.yaml"
+    )
+
+
+def test_the_validator_does_catch_mistakes(tmp_path):
+    broken = (K8S / "deployment.yaml").read_text().replace("readinessProbe:", "readinesProbe:")
+    (tmp_path / "broken.yaml").write_text(broken)
+    assert (
+        run("kubernetes-validate", "--strict", "--quiet", str(tmp_path / "broken.yaml")).returncode
+        != 0
+    )
+
+
+def test_manifests_agree_with_the_app():
+    deployment = load("deployment.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    config = load("configmap.yaml")["data"]
+    grace = float(config["SHUTDOWN_GRACE_SECONDS"])
+    uvicorn_grace = float(
+        re.search(r'"--timeout-graceful-shutdown", "(\d+)"', dockerfile()).group(1)
+    )
+    assert pod["terminationGracePeriodSeconds"] > grace + uvicorn_grace
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["requests"]
+    key = next(e for e in container["env"] if e["name"] == "ANTHROPIC_API_KEY")
+    assert key["valueFrom"]["secretKeyRef"]["name"] == "chat-relay"
+    # Every configured setting is one the app knows.
+    known = {name.upper() for name in Settings.model_fields} | {"FORWARDED_ALLOW_IPS"}
+    assert set(config) <= known
+    # The pod's user is the image's user.
+    assert f"USER {pod['securityContext']['runAsUser']}:" in dockerfile()
+
+
+def dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
+
+
+def test_env_example_lists_every_setting():
+    text = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^([A-Z_]+)=", text, re.M))
+    assert listed == {name.upper() for name in Settings.model_fields}
+
+
+def test_nginx_example():
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    chat = conf[conf.index("location = /api/chat") :]
+    chat = chat[: chat.index("}")]
+    for directive in ("proxy_buffering off", "proxy_cache off", "proxy_read_timeout 120s"):
+        assert directive in chat
+    assert "X-Forwarded-For" in conf
+    nginx = shutil.which("nginx") or (
+        Path("/usr/sbin/nginx") if Path("/usr/sbin/nginx").exists() else None
+    )
+    if nginx is None:
+        pytest.skip("nginx not installed: syntax not checked")
+    # Check the syntax with a throwaway certificate where the example expects one.
+    text = conf.replace("/etc/nginx/tls/", str(ROOT / "test-artifacts" / "tls") + "/")
+    tls = ROOT / "test-artifacts" / "tls"
+    tls.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=x",
+            "-keyout",
+            str(tls / "privkey.pem"),
+            "-out",
+            str(tls / "fullchain.pem"),
+        ],
+        capture_output=True,
+        check=True,
+    )
+    (tls / "nginx.conf").write_text(text)
+    result = run(str(nginx), "-t", "-q", "-c", str(tls / "nginx.conf"), "-e", "stderr")
+    assert result.returncode == 0, result.stderr
