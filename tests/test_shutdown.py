@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx2
+from prometheus_client.mmap_dict import MmapedDict
 
 from tests.conftest import API_KEY
 from tests.fake_upstream import answer
@@ -108,3 +110,62 @@ def test_sigterm_drains_then_ends_the_rest(upstream, server_loop, tmp_path):
     assert long_conn.closed is not None, "the upstream of the ended stream must be closed"
     assert "draining" in output and "Traceback" not in output
     print(f"\nexited {took:.2f} s after SIGTERM (grace {GRACE} s)")
+
+
+def test_metrics_add_up_across_workers(tmp_path):
+    """prometheus-client's multiprocess mode: any worker's /metrics counts every worker's streams."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    (tmp_path / "prom").mkdir()
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+        "DEMO_TOKEN_DELAY": "0",
+    }
+    env.pop("ANTHROPIC_API_KEY", None)
+    env.pop("ANTHROPIC_BASE_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                if httpx2.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+        def completed_per_worker() -> list[float]:
+            counts = []
+            for path in (tmp_path / "prom").glob("counter_*.db"):
+                values = MmapedDict(str(path), read_mode=True).read_all_values()
+                counts.append(sum(v for key, v, _ in values if "streams_completed" in key))
+            return counts
+
+        # Chat on fresh connections until both workers have served some (the kernel hands
+        # each connection to whichever worker accepts first).
+        chats = 0
+        while not (len(counts := completed_per_worker()) == 2 and min(counts) > 0):
+            reply = httpx2.post(
+                f"{url}/api/chat", json={"message": "hi"}, headers={"connection": "close"}
+            )
+            assert b"event: done" in reply.content
+            chats += 1
+            assert chats < 100, counts
+        for _ in range(6):
+            text = httpx2.get(f"{url}/metrics", headers={"connection": "close"}).text
+            completed = re.search(r"^chat_relay_streams_completed_total (\S+)$", text, re.M)
+            assert completed and float(completed.group(1)) == chats, text[:2000]
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
