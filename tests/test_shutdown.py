@@ -113,7 +113,7 @@ def test_sigterm_drains_then_ends_the_rest(upstream, server_loop, tmp_path):
 
 
 def test_metrics_add_up_across_workers(tmp_path):
-    """prometheus-client's multiprocess mode: any worker's /metrics counts every worker's streams."""
+    """prometheus-client's multiprocess mode: any worker's /metrics counts all streams."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     (tmp_path / "prom").mkdir()
