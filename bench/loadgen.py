@@ -1,0 +1,113 @@
+"""The benchmark's load generator: raw asyncio sockets on uvloop, no HTTP library.
+
+A stream posts one chat and reads the raw response, finding each delta by the send stamp
+`@<ns>;` its text carries (whatever frame format the relay uses), so the latency a relay
+adds to each delta is the time of the read that brought it minus its stamp.
+"""
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+STAMP = re.compile(rb"@(\d+);")
+END = b"0\r\n\r\n"  # the last chunk of a chunked body
+REQUEST = (
+    b"POST /api/chat HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\n\r\n%s"
+)
+
+
+@dataclass
+class Result:
+    sid: str
+    started: int = 0  # ns, CLOCK_MONOTONIC (comparable across processes)
+    first_byte: int | None = None
+    deltas: int = 0
+    latencies: list[int] = field(default_factory=list)
+    closed_at: int | None = None  # when the client hung up on purpose
+    error: str | None = None
+
+
+async def stream(
+    port: int,
+    sid: str,
+    deltas: int,
+    interval: float,
+    *,
+    stall: bool = False,
+    close_after: int | None = None,
+    on_delta: Callable[[int], None] | None = None,
+    timeout: float = 120.0,
+    headers_only: asyncio.Event | None = None,
+) -> Result:
+    result = Result(sid)
+    marker = f"bench:id={sid},deltas={deltas},interval={interval},stall={int(stall)}"
+    body = json.dumps({"message": marker}).encode()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            result.started = time.monotonic_ns()
+            writer.write(REQUEST % (len(body), body))
+            try:
+                await _read(reader, writer, result, deltas, close_after, on_delta, headers_only)
+            finally:
+                writer.close()
+    except TimeoutError:
+        result.error = "timeout"
+    except OSError as exc:
+        result.error = type(exc).__name__
+    return result
+
+
+async def _read(reader, writer, result, deltas, close_after, on_delta, headers_only) -> None:
+    pending = b""
+    while True:
+        data = await reader.read(262144)
+        now = time.monotonic_ns()
+        if not data:
+            if result.deltas < deltas:
+                result.error = "closed early"
+            return
+        if result.first_byte is None:
+            result.first_byte = now
+            if not data.startswith(b"HTTP/1.1 200"):
+                result.error = data[:12].decode(errors="replace")
+                return
+        buf = pending + data
+        last = 0
+        for match in STAMP.finditer(buf):
+            result.latencies.append(now - int(match.group(1)))
+            result.deltas += 1
+            last = match.end()
+            if on_delta is not None:
+                on_delta(result.deltas)
+            if close_after is not None and result.deltas >= close_after:
+                result.closed_at = time.monotonic_ns()
+                writer.transport.abort()
+                return
+        pending = buf[last:][-40:]
+        if headers_only is not None and b"\r\n\r\n" in buf:
+            headers_only.set()
+            await asyncio.Event().wait()  # hold the stream open until cancelled
+        if result.deltas >= deltas and buf.endswith(END):
+            return
+
+
+async def fetch_json(port: int, path: str) -> dict:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET %s HTTP/1.1\r\nhost: bench\r\n\r\n" % path.encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+    body = await reader.readexactly(length)
+    writer.close()
+    return json.loads(body)
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
