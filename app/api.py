@@ -6,14 +6,13 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.types import Receive, Scope, Send
 
 from app import telemetry
 from app.admission import check_token, client_key
 from app.errors import ApiError
 from app.models import ChatRequest, upstream_params
 from app.relay import Stream, relay_frames
+from app.sse import EventStream
 
 router = APIRouter()
 T = TypeVar("T")
@@ -52,29 +51,6 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
     return None
 
 
-class RelayResponse(EventSourceResponse):
-    """The SSE response of one stream. However it ends (done, error, the caller gone, even
-    before its first frame) the upstream is closed and `on_end` runs, exactly once."""
-
-    def __init__(self, stream: Stream, on_end: Callable[[], None], ping: float) -> None:
-        super().__init__(
-            relay_frames(stream),
-            headers={"Cache-Control": "no-cache"},
-            ping=ping,
-            ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),
-            sep="\n",
-        )
-        self.stream = stream
-        self.on_end = on_end
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.stream.close()
-            self.on_end()
-
-
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -109,7 +85,10 @@ async def config(request: Request) -> dict[str, Any]:
             "content": {"application/json": {"schema": ChatRequest.model_json_schema()}},
         }
     },
-    response_class=EventSourceResponse,
+    response_class=Response,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "The answer, as SSE frames."}
+    },
 )
 async def chat(request: Request) -> Response:
     try:
@@ -150,11 +129,22 @@ async def _chat(request: Request) -> Response:
     telemetry.stream_started(stream)
     logged = params["messages"] if settings.log_content else None
 
-    def on_end() -> None:
+    async def on_end() -> None:
+        # However the response ended (done, error, the caller gone, even before its
+        # first frame): the upstream is closed, the slot freed, the stream accounted for.
+        await stream.close()
         state.slots.release(client)
         state.streams.discard(stream)
         telemetry.stream_ended(stream, 200, client, logged)
         if state.draining and not state.streams:
             state.drained.set()
 
-    return RelayResponse(stream, on_end, settings.ping_interval)
+    async def on_disconnect() -> None:
+        await stream.end("cancelled")
+
+    return EventStream(
+        relay_frames(stream),
+        ping_interval=settings.ping_interval,
+        on_disconnect=on_disconnect,
+        on_end=on_end,
+    )

@@ -5,6 +5,7 @@ import httpx2
 
 from app.config import Settings
 from app.demo import DEMO_BASE_URL, DemoTransport
+from app.network import asyncio_transport
 
 
 def make_client(settings: Settings) -> anthropic.AsyncAnthropic:
@@ -22,7 +23,7 @@ def make_client(settings: Settings) -> anthropic.AsyncAnthropic:
         transport: httpx2.AsyncBaseTransport = DemoTransport(settings.demo_token_delay)
         base_url: str | None = DEMO_BASE_URL
     else:
-        transport = httpx2.AsyncHTTPTransport(limits=limits)
+        transport = asyncio_transport(limits)
         base_url = settings.anthropic_base_url
     key = settings.anthropic_api_key
     return anthropic.AsyncAnthropic(

@@ -44,7 +44,7 @@ async def drain(app: FastAPI, then: Any) -> None:
     if state.streams:
         log.warning("grace period over: ending %d streams", len(state.streams))
         for stream in list(state.streams):
-            await stream.end_for_shutdown()
+            await stream.end("server_shutdown")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.drained.wait(), 1.0)
     # Now the usual shutdown: uvicorn's handler sets its exit flag (and re-raises SIGTERM

@@ -57,9 +57,11 @@ class Stream:
     attempts: int = 0
     deltas: int = 0
     usage: dict[str, Any] = field(default_factory=dict)
-    # "done", an error type, or (never set by the relay) "cancelled": the caller left.
+    # "done", an error type, or "cancelled": the caller left.
     outcome: str = "cancelled"
-    shutting_down: bool = False
+    # Why the relay ended the stream itself: "cancelled" (the caller left) or
+    # "server_shutdown"; None while it runs its course.
+    ended_by: str | None = None
 
     async def open(self) -> Upstream:
         """Open the upstream, retrying what is worth retrying; raises `ApiError`."""
@@ -76,19 +78,21 @@ class Stream:
 
     async def may_retry(self, retryable: bool) -> bool:
         """Whether to try again (after the backoff, which this waits out)."""
-        if not retryable or self.attempts > self.retries or self.shutting_down:
+        if not retryable or self.attempts > self.retries or self.ended_by:
             return False
         # Exponential backoff with jitter, so retries from many streams do not align.
         await asyncio.sleep(self.backoff * 2 ** (self.attempts - 1) * random.uniform(0.75, 1.0))
-        return not self.shutting_down
+        return not self.ended_by
 
     async def close(self) -> None:
         if self.upstream is not None:
             await close_shielded(self.upstream.close)
 
-    async def end_for_shutdown(self) -> None:
-        """End this stream now: its pending read fails, and the frame says why."""
-        self.shutting_down = True
+    async def end(self, reason: str) -> None:
+        """End this stream now, from outside: the upstream connection is dropped, the
+        pending read fails, and the relay's loop ends (with a frame saying why, unless
+        the caller is gone)."""
+        self.ended_by = reason
         if self.upstream is not None:
             await self.upstream.response.aclose()
 
@@ -135,7 +139,7 @@ def _merge_usage(usage: dict[str, Any], update: Any) -> None:
 
 
 def _failure(exc: Exception, stream: Stream) -> tuple[str, str]:
-    if stream.shutting_down:
+    if stream.ended_by == "server_shutdown":
         return "server_shutdown", "The relay is shutting down; please retry."
     if isinstance(exc, httpx2.TimeoutException):
         return "timeout_error", f"The upstream sent nothing for {stream.idle_timeout:g} s."
@@ -208,6 +212,8 @@ async def relay_frames(stream: Stream) -> AsyncIterator[bytes]:
                     upstream = stream.upstream
                     assert upstream is not None
                     continue
+            if stream.ended_by == "cancelled":
+                return  # nobody is listening
             if not stream.deltas:
                 yield _start_frame(stream, upstream)
             stream.outcome = failure[0]

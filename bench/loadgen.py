@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 STAMP = re.compile(rb"@(\d+);")
-END = b"0\r\n\r\n"  # the last chunk of a chunked body
 REQUEST = (
     b"POST /api/chat HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
     b"content-length: %d\r\n\r\n%s"
@@ -63,7 +62,10 @@ async def stream(
 
 
 async def _read(reader, writer, result, deltas, close_after, on_delta, headers_only) -> None:
-    pending = b""
+    raw = b""  # undecoded bytes: the chunked framing is decoded here, as any client does
+    body = b""  # decoded body not yet searched for stamps (a stamp may span two reads)
+    size = -1  # the current chunk's size left to read; -1: a size line comes next
+    headers_done = False
     while True:
         data = await reader.read(262144)
         now = time.monotonic_ns()
@@ -76,9 +78,35 @@ async def _read(reader, writer, result, deltas, close_after, on_delta, headers_o
             if not data.startswith(b"HTTP/1.1 200"):
                 result.error = data[:12].decode(errors="replace")
                 return
-        buf = pending + data
+        raw += data
+        if not headers_done:
+            head, sep, rest = raw.partition(b"\r\n\r\n")
+            if not sep:
+                continue
+            headers_done, raw = True, rest
+            if headers_only is not None:
+                headers_only.set()
+                await asyncio.Event().wait()  # hold the stream open until cancelled
+        finished = False
+        while raw:
+            if size < 0:
+                line, sep, rest = raw.partition(b"\r\n")
+                if not sep:
+                    break
+                size, raw = int(line.split(b";")[0], 16), rest
+                if size == 0:
+                    finished = True
+                    break
+            take = raw[:size]
+            body += take
+            raw = raw[len(take) :]
+            size -= len(take)
+            if size == 0:
+                if len(raw) < 2:
+                    break  # the CRLF after the chunk is still to come
+                raw, size = raw[2:], -1
         last = 0
-        for match in STAMP.finditer(buf):
+        for match in STAMP.finditer(body):
             result.latencies.append(now - int(match.group(1)))
             result.deltas += 1
             last = match.end()
@@ -88,11 +116,10 @@ async def _read(reader, writer, result, deltas, close_after, on_delta, headers_o
                 result.closed_at = time.monotonic_ns()
                 writer.transport.abort()
                 return
-        pending = buf[last:][-40:]
-        if headers_only is not None and b"\r\n\r\n" in buf:
-            headers_only.set()
-            await asyncio.Event().wait()  # hold the stream open until cancelled
-        if result.deltas >= deltas and buf.endswith(END):
+        body = body[last:][-40:]
+        if finished:
+            if result.deltas < deltas:
+                result.error = "missing deltas"
             return
 
 
