@@ -1,7 +1,7 @@
 """The HTTP routes. Thin: admit, read, validate, open the upstream, hand over to the relay."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request

@@ -10,7 +10,6 @@ after that, never, so no text is ever sent twice.
 """
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +22,14 @@ import anyio
 import httpx2
 
 from app.errors import ApiError, event_error, from_sdk, upstream_error
-from app.sse import SSEDecodeError, decode_events, delta_frame, encode_frame, error_frame
+from app.sse import (
+    SSEDecodeError,
+    decode_events,
+    delta_frame,
+    encode_frame,
+    error_frame,
+    parse_json,
+)
 
 # How long closing the upstream may take, even from a cancelled task.
 CLOSE_TIMEOUT = 2.0
@@ -115,10 +121,10 @@ async def open_upstream(client: anthropic.AsyncAnthropic, params: dict[str, Any]
         stack.push_async_callback(events.aclose)
         async for name, data in events:
             if name == b"message_start":
-                message = json.loads(data)["message"]
+                message = parse_json(data)["message"]
                 return Upstream(message, events, response.http_response, stack.pop_all().aclose)
             if name == b"error":
-                raise upstream_error(*event_error(json.loads(data)))
+                raise upstream_error(*event_error(parse_json(data)))
         raise ApiError(
             502, "upstream_error", "The upstream closed before the answer started.", retryable=True
         )
@@ -170,7 +176,7 @@ async def relay_frames(stream: Stream) -> AsyncIterator[bytes]:
             try:
                 async for name, data in upstream.events:
                     if name == b"content_block_delta":
-                        delta = json.loads(data)["delta"]
+                        delta = parse_json(data)["delta"]
                         if delta["type"] == "text_delta":
                             if not stream.deltas:
                                 stream.first_delta = time.monotonic()
@@ -178,7 +184,7 @@ async def relay_frames(stream: Stream) -> AsyncIterator[bytes]:
                             stream.deltas += 1
                             yield delta_frame(delta["text"])
                     elif name == b"message_delta":
-                        payload = json.loads(data)
+                        payload = parse_json(data)
                         stop.update(payload.get("delta") or {})
                         _merge_usage(stream.usage, payload.get("usage"))
                     elif name == b"message_stop":
@@ -189,7 +195,7 @@ async def relay_frames(stream: Stream) -> AsyncIterator[bytes]:
                         await _drain(upstream.events)
                         return
                     elif name == b"error":
-                        failure = event_error(json.loads(data))
+                        failure = event_error(parse_json(data))
                         break
                     # ping, content_block_start/stop, thinking and tool deltas, and any
                     # event type the API adds later carry nothing to forward.

@@ -12,7 +12,9 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from json.encoder import encode_basestring, encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import Any
 
+import jiter
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -74,6 +76,16 @@ async def decode_events(
                     data.append(value)
                 elif name == b"event":
                     event = value
+
+
+def parse_json(data: bytes) -> Any:
+    # jiter (already the SDK's JSON parser) takes 0.4 us for a delta event, the standard
+    # library 2.7 us. It refuses unpaired surrogate escapes, which the standard library
+    # accepts: then the latter decides.
+    try:
+        return jiter.from_json(data, cache_mode="keys")
+    except ValueError:
+        return json.loads(data)
 
 
 def _json(payload: object) -> bytes:

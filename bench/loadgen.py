@@ -39,14 +39,14 @@ async def stream(
     stall: bool = False,
     close_after: int | None = None,
     on_delta: Callable[[int], None] | None = None,
-    timeout: float = 120.0,
+    deadline: float = 120.0,
     headers_only: asyncio.Event | None = None,
 ) -> Result:
     result = Result(sid)
     marker = f"bench:id={sid},deltas={deltas},interval={interval},stall={int(stall)}"
     body = json.dumps({"message": marker}).encode()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(deadline):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             result.started = time.monotonic_ns()
             writer.write(REQUEST % (len(body), body))
@@ -80,7 +80,7 @@ async def _read(reader, writer, result, deltas, close_after, on_delta, headers_o
                 return
         raw += data
         if not headers_done:
-            head, sep, rest = raw.partition(b"\r\n\r\n")
+            _, sep, rest = raw.partition(b"\r\n\r\n")
             if not sep:
                 continue
             headers_done, raw = True, rest
@@ -137,4 +137,4 @@ def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]

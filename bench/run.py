@@ -8,7 +8,6 @@ process tree from /proc; RSS is the tree's VmRSS.
 """
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -58,7 +57,9 @@ class Proc:
 
     def __init__(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None):
         self.name, self.port = name, port
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (open for the process's life)
+            prefix=f"bench-{name}-", suffix=".log", delete=False
+        )
         self.popen = subprocess.Popen(
             argv,
             cwd=ROOT,
@@ -73,9 +74,8 @@ class Proc:
                 break
             except OSError:
                 if self.popen.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{name} did not start: {Path(self.log.name).read_text()[-2000:]}"
-                    )
+                    log = Path(self.log.name).read_text()[-2000:]
+                    raise RuntimeError(f"{name} did not start: {log}") from None
                 time.sleep(0.1)
 
     def cpu(self) -> float:
@@ -97,10 +97,8 @@ class Proc:
     def rss(self) -> int:
         total = 0
         for pid in tree(self.popen.pid):
-            try:
+            with contextlib.suppress(OSError):  # a process that just ended
                 total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-            except OSError:
-                pass
         return total
 
     def stop(self) -> None:
@@ -187,7 +185,7 @@ def main() -> None:
 
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = Path(tempfile.mkdtemp(prefix="chat-relay-bench-"))
     upstream_port = free_port()
@@ -218,8 +216,8 @@ def main() -> None:
         upstream.stop()
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}",
         "seconds": round(time.monotonic() - started, 1),
         "scale": args.scale,
         "floor": "floor-nginx" if "floor-nginx" in results else "floor-asyncio",

@@ -43,7 +43,7 @@ async def _concurrency(relay, upstream, n: int, deltas: int, interval: float, ra
 
     async def one(i: int):
         await asyncio.sleep(ramp * i / n)
-        return await stream(relay.port, f"c{n}-{i}", deltas, interval, timeout=90)
+        return await stream(relay.port, f"c{n}-{i}", deltas, interval, deadline=90)
 
     results = await asyncio.gather(*(one(i) for i in range(n)))
     elapsed = time.monotonic() - t0

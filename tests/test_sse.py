@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from app.sse import MAX_EVENT_BYTES, SSEDecodeError, decode_events, delta_frame, error_frame
+from app.sse import (
+    MAX_EVENT_BYTES,
+    SSEDecodeError,
+    decode_events,
+    delta_frame,
+    error_frame,
+    parse_json,
+)
 from tests.conftest import parse_frames
 
 
@@ -120,3 +127,10 @@ def test_error_frame():
         ("error", {"error": {"type": "overloaded_error", "message": "Overloaded \ud83d"}})
     ]
     assert json.loads(frame.split(b"data: ")[1])["error"]["type"] == "overloaded_error"
+
+
+def test_parse_json_accepts_what_the_standard_library_accepts():
+    assert parse_json(b'{"text": "\\ud83d\\ude00 ok"}') == {"text": "😀 ok"}
+    assert parse_json(b'{"text": "lone \\ud800"}') == {"text": "lone \ud800"}
+    with pytest.raises(ValueError):
+        parse_json(b"{not json")
