@@ -8,6 +8,7 @@ process tree from /proc; RSS is the tree's VmRSS.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
