@@ -99,7 +99,7 @@ async def cancellation(relay, upstream, scale: float) -> dict:
 
     async def one(i: int):
         await asyncio.sleep(0.5 * i / n)
-        return await stream(relay.port, f"cancel-{i}", 1000, 0.02, close_after=10)
+        return await stream(relay.port, f"cancel-{i}", 1000, 0.05, close_after=10)
 
     results = await asyncio.gather(*(one(i) for i in range(n)))
     await asyncio.sleep(1.0)
