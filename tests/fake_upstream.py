@@ -122,7 +122,8 @@ def http_error(
 
 
 class FakeUpstream:
-    def __init__(self) -> None:
+    def __init__(self, ssl: Any = None) -> None:
+        self.ssl = ssl  # a server-side SSLContext: serve HTTPS
         self.scripts: deque[list[Step]] = deque()
         # Scripts chosen by the last user message's text, for concurrent tests.
         self.by_message: dict[str, list[Step]] = {}
@@ -133,7 +134,7 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def requests(self) -> list[Request]:
@@ -160,7 +161,9 @@ class FakeUpstream:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _Protocol(self), "127.0.0.1", 0)
+        self.server = await loop.create_server(
+            lambda: _Protocol(self), "127.0.0.1", 0, ssl=self.ssl
+        )
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
