@@ -15,7 +15,7 @@ from app.api import router
 from app.client import make_client
 from app.config import Settings
 from app.lifecycle import handle_sigterm
-from app.telemetry import RequestId, WithRequestId
+from app.telemetry import WithRequestId
 
 log = logging.getLogger("chat_relay")
 ACCESS_FORMAT = (
@@ -70,7 +70,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.draining = False
     errors.install(app)
     app.include_router(router)
-    web.install(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -79,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["authorization", "content-type", "x-request-id"],
             expose_headers=["retry-after", "x-request-id"],
         )
-    app.add_middleware(RequestId)
+    web.install(app)  # last: its headers go on every response, CORS preflights included
     return app
 
 

@@ -19,7 +19,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from app.relay import Stream
 
@@ -112,27 +112,13 @@ def rejected(reason: str) -> None:
     REJECTED.labels(reason).inc()
 
 
-class RequestId:
-    """Takes a sane incoming X-Request-ID or makes one, and returns it on the response.
-    It also sits in a context variable, so every log line of the request can carry it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
-        request_id.set(rid)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
+def take_request_id(scope: Scope) -> str:
+    """The request's id: a sane incoming X-Request-ID, or a new one. It is also put in a
+    context variable, so every log line of the request can carry it."""
+    given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+    rid = given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
+    request_id.set(rid)
+    return rid
 
 
 class WithRequestId(logging.Filter):

@@ -7,6 +7,8 @@ from fastapi.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.telemetry import take_request_id
+
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 # The page needs nothing but its own origin: no inline script or style, no CDN, no frames.
@@ -22,9 +24,9 @@ SECURITY_HEADERS = [
 ]
 
 
-class SecurityHeaders:
-    """Adds the security headers to every response (a pure ASGI middleware, so a
-    streaming response passes through it untouched after its first message)."""
+class ResponseHeaders:
+    """Adds the security headers and the request id to every response. One pure ASGI
+    middleware for both: every frame of a stream passes through it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -33,10 +35,11 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        extra = [*SECURITY_HEADERS, (b"x-request-id", take_request_id(scope).encode())]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -61,4 +64,4 @@ def install(app: FastAPI) -> None:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
     app.mount("/static", CachedStatic(directory=STATIC), name="static")
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(ResponseHeaders)

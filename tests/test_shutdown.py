@@ -27,9 +27,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_sigterm_drains_then_ends_the_rest(upstream, server_loop, tmp_path):
+def serve(env: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """`uvicorn app.main:app` in its own process, once it answers /readyz."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), *args]
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 40
+    while True:
+        try:
+            if httpx2.get(f"{url}/readyz").status_code == 200:
+                return process, url
+        except httpx2.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(log.read_text())
+        time.sleep(0.1)
+
+
+def test_sigterm_drains_then_ends_the_rest(upstream, server_loop, tmp_path):
     env = {
         **os.environ,
         "ANTHROPIC_API_KEY": API_KEY,
@@ -37,34 +55,8 @@ def test_sigterm_drains_then_ends_the_rest(upstream, server_loop, tmp_path):
         "SHUTDOWN_GRACE_SECONDS": str(GRACE),
         "PING_INTERVAL": "0.2",
     }
-    log = (tmp_path / "relay.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--port",
-            str(port),
-            "--timeout-graceful-shutdown",
-            "10",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    process, url = serve(env, tmp_path / "relay.log", "--timeout-graceful-shutdown", "10")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx2.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "relay.log").read_text()
-            time.sleep(0.1)
-
         upstream.by_message["short"] = answer(*[f"s{i} " for i in range(8)], delay=0.1)  # ~0.8 s
         upstream.by_message["long"] = answer(*[f"l{i} " for i in range(400)], delay=0.05)  # ~20 s
 
@@ -96,7 +88,6 @@ def test_sigterm_drains_then_ends_the_rest(upstream, server_loop, tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
-        log.close()
     output = (tmp_path / "relay.log").read_text()
 
     assert ready == 503
@@ -114,8 +105,6 @@ def test_sigterm_drains_then_ends_the_rest(upstream, server_loop, tmp_path):
 
 def test_metrics_add_up_across_workers(tmp_path):
     """prometheus-client's multiprocess mode: any worker's /metrics counts all streams."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     (tmp_path / "prom").mkdir()
     env = {
         **os.environ,
@@ -124,23 +113,8 @@ def test_metrics_add_up_across_workers(tmp_path):
     }
     env.pop("ANTHROPIC_API_KEY", None)
     env.pop("ANTHROPIC_BASE_URL", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--workers", "2"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process, url = serve(env, tmp_path / "relay.log", "--workers", "2")
     try:
-        deadline = time.monotonic() + 40
-        while True:
-            try:
-                if httpx2.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
 
         def completed_per_worker() -> list[float]:
             counts = []
