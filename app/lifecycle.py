@@ -28,6 +28,7 @@ def handle_sigterm(app: FastAPI) -> None:
 
     def on_sigterm() -> None:
         if not app.state.draining:
+            # Kept on the state: the loop holds tasks only weakly.
             app.state.drain_task = loop.create_task(drain(app, uvicorn_handler))
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)

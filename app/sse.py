@@ -174,6 +174,7 @@ class EventStream(Response):
             return
         loop = asyncio.get_running_loop()
         if self.sent == seen:  # nothing went out for a whole interval
+            # Kept on self: the loop holds tasks only weakly.
             self.ping = loop.create_task(send(PING_MESSAGE))
         self.timer = loop.call_later(self.ping_interval, self._tick, send, self.sent)
 
