@@ -1,5 +1,7 @@
 """The one shared `AsyncAnthropic` client a process talks to the upstream with."""
 
+from urllib.request import getproxies
+
 import anthropic
 import httpx2
 
@@ -20,8 +22,13 @@ def make_client(settings: Settings) -> anthropic.AsyncAnthropic:
     # No connection cap here: how many streams run at once is the relay's to decide.
     limits = httpx2.Limits(max_connections=None, max_keepalive_connections=100)
     if settings.mode == "demo":
-        transport: httpx2.AsyncBaseTransport = DemoTransport(settings.demo_token_delay)
+        transport: httpx2.AsyncBaseTransport | None = DemoTransport(settings.demo_token_delay)
         base_url: str | None = DEMO_BASE_URL
+    elif getproxies():
+        # httpx2 honours HTTP(S)_PROXY only when it builds its transports itself: behind an
+        # egress proxy, correctness first (its default network layer).
+        transport = None
+        base_url = settings.anthropic_base_url
     else:
         transport = asyncio_transport(limits)
         base_url = settings.anthropic_base_url
@@ -37,5 +44,5 @@ def make_client(settings: Settings) -> anthropic.AsyncAnthropic:
         # A span per request costs ~130 us of CPU even with no tracer installed, and the
         # relay logs and measures every stream itself.
         open_telemetry=False,
-        http_client=httpx2.AsyncClient(transport=transport, timeout=timeout),
+        http_client=httpx2.AsyncClient(transport=transport, timeout=timeout, limits=limits),
     )

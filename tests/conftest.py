@@ -220,7 +220,8 @@ def post_chat(relay: Relay, body: Any = None, *, content: bytes | None = None, *
     if content is None:
         content = json.dumps({"message": "Hi"} if body is None else body).encode()
     headers = {"content-type": "application/json", **kw.pop("headers", {})}
-    with httpx2.Client(timeout=30) as client:
+    # trust_env=False: a test that sets HTTP_PROXY for the relay must not proxy itself.
+    with httpx2.Client(timeout=30, trust_env=False) as client:
         r = client.post(f"{relay.url}/api/chat", content=content, headers=headers, **kw)
         return Reply(r.status_code, r.headers, r.text)
 

@@ -35,6 +35,7 @@ class Request:
     headers: dict[str, str]
     received: float
     conn: "Connection"
+    line: str = ""  # the request line, e.g. "POST /v1/messages HTTP/1.1"
 
 
 @dataclass
@@ -203,7 +204,8 @@ class _Protocol(asyncio.Protocol):
         if len(rest) < length:
             return
         self.buffer = rest[length:]
-        request = Request(json.loads(rest[:length] or b"{}"), headers, time.monotonic(), self.conn)
+        body = json.loads(rest[:length] or b"{}")
+        request = Request(body, headers, time.monotonic(), self.conn, lines[0])
         self.conn.requests.append(request)
         script = self.upstream.by_message.get(_last_text(request.body))
         if script is None:

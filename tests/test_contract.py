@@ -360,3 +360,12 @@ def test_health_and_readiness(relay):
     ready = httpx2.get(f"{relay.url}/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "mode": "live"}
+
+
+def test_an_egress_proxy_from_the_environment_is_used(make_relay, upstream, monkeypatch):
+    # The fake upstream doubles as a forward proxy: it answers whatever it is asked.
+    monkeypatch.setenv("HTTP_PROXY", upstream.url)
+    relay = make_relay(anthropic_base_url="http://api.example.invalid")
+    reply = post_chat(relay)
+    assert reply.events[-1] == "done"
+    assert upstream.requests[0].line == "POST http://api.example.invalid/v1/messages HTTP/1.1"
