@@ -1,0 +1,50 @@
+"""The benchmark still runs, with its one command, at a tiny scale: every relay starts,
+every scenario yields its figures, nobody errs. (The figures themselves are not judged
+here: timings are for bench runs, not tests.)"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_bench_runs(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--scale",
+            "0.02",
+            "--out",
+            str(out),
+            "--relays",
+            "product",
+            "naive",
+            "floor-asyncio",
+            "--scenarios",
+            "latency",
+            "conc500",
+            "cancel",
+            "idle",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "| product |" in result.stdout  # the table
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"product", "naive", "floor-asyncio"}
+    for relay, scenarios in results.items():
+        assert scenarios["latency"]["deltas"] == 300, relay
+        assert scenarios["conc500"]["errors"] == 0, (relay, scenarios["conc500"])
+        assert scenarios["conc500"]["deltas"] == 10 * 100
+        assert scenarios["conc500"]["cpu_us_per_delta"] > 0
+        assert scenarios["cancel"]["not_closed"] == 0, relay
+        assert isinstance(scenarios["idle"]["kb_per_stream"], float)
+    assert results["product"]["cancel"]["deltas_after_close"] == 0
