@@ -144,9 +144,10 @@ def _merge_usage(usage: dict[str, Any], update: Any) -> None:
         usage.update((k, v) for k, v in update.items() if v is not None)
 
 
+SHUTDOWN = ("server_shutdown", "The relay is shutting down; please retry.")
+
+
 def _failure(exc: Exception, stream: Stream) -> tuple[str, str]:
-    if stream.ended_by == "server_shutdown":
-        return "server_shutdown", "The relay is shutting down; please retry."
     if isinstance(exc, httpx2.TimeoutException):
         return "timeout_error", f"The upstream sent nothing for {stream.idle_timeout:g} s."
     if isinstance(exc, (httpx2.HTTPError, SSEDecodeError)):
@@ -217,9 +218,13 @@ async def relay_frames(stream: Stream) -> AsyncIterator[bytes]:
                 else:
                     upstream = stream.upstream
                     assert upstream is not None
-                    continue
+                    if not stream.ended_by:  # not ended while it reconnected
+                        continue
+            # Ended by the relay itself: nobody to tell, or a shutdown to announce.
             if stream.ended_by == "cancelled":
-                return  # nobody is listening
+                return
+            if stream.ended_by == "server_shutdown":
+                failure = SHUTDOWN
             if not stream.deltas:
                 yield _start_frame(stream, upstream)
             stream.outcome = failure[0]

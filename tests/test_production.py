@@ -347,3 +347,43 @@ def test_request_id(relay, relay_log):
     for bad in ("x" * 200, "evil\tinjection", "a b"):
         r = httpx2.get(f"{relay.url}/healthz", headers={"x-request-id": bad})
         assert r.headers["x-request-id"] != bad
+
+
+def test_a_caller_gone_during_a_retry_does_not_start_the_next_attempt(
+    make_relay, upstream, server_loop
+):
+    relay = make_relay(upstream_retries=2, upstream_retry_backoff=0.3)
+    upstream.by_message["retry me"] = [message_start(), error_event("overloaded_error", "o")]
+
+    async def run() -> None:
+        client = RawClient(relay.url, "retry me")
+        await client.open()
+        await client.read_until(b"HTTP/1.1 200")
+        upstream.by_message["retry me"] = answer(*[f"w{i} " for i in range(200)], delay=0.02)
+        client.hang_up()  # during the backoff before the second attempt
+        await asyncio.sleep(1.0)
+
+    asyncio.run(run())
+    # No second attempt was opened for a caller who had left.
+    assert len(upstream.requests) == 1
+    assert server_loop.wait_for(lambda: upstream.responses_in_flight() == 0)
+
+
+def test_a_caller_gone_while_reconnecting_stops_the_new_attempt(make_relay, upstream, server_loop):
+    relay = make_relay(upstream_retries=2)
+    slow_second = [("sleep", 0.5), *answer(*[f"w{i} " for i in range(200)], delay=0.02)]
+    upstream.push([message_start(), error_event("overloaded_error", "o")], slow_second)
+
+    async def run() -> None:
+        client = RawClient(relay.url, "reconnect")
+        await client.open()
+        await client.read_until(b"HTTP/1.1 200")
+        await asyncio.sleep(0.2)  # the second attempt is waiting for its message_start
+        client.hang_up()
+        await asyncio.sleep(0.6)  # ...which arrives now
+
+    asyncio.run(run())
+    assert len(upstream.requests) == 2
+    assert server_loop.wait_for(lambda: upstream.responses_in_flight() == 0, 1.0), (
+        "the second attempt streamed on to a caller who had left"
+    )
