@@ -331,18 +331,21 @@ def test_log_line_and_metrics_per_stream(relay, upstream, relay_log, server_loop
     )
 
 
-def test_content_is_logged_only_when_asked(make_relay, relay_log):
+def test_content_is_logged_only_when_asked(make_relay, relay_log, server_loop):
     relay = make_relay(log_content=True)
     post_chat(relay, {"message": "log me"})
+    # The line is written once the response has ended, just after its last byte left.
+    assert server_loop.wait_for(lambda: len(relay_log.chats) == 1)
     line = relay_log.chats[-1]
     assert line["messages"] == [{"role": "user", "content": "log me"}]
 
 
-def test_request_id(relay, relay_log):
+def test_request_id(relay, relay_log, server_loop):
     r = httpx2.get(f"{relay.url}/healthz")
     assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])
     given = post_chat(relay, {"message": "hi"}, headers={"x-request-id": "trace-42.abc"})
     assert given.headers["x-request-id"] == "trace-42.abc"
+    assert server_loop.wait_for(lambda: len(relay_log.chats) == 1)
     assert relay_log.chats[-1]["request_id"] == "trace-42.abc"
     for bad in ("x" * 200, "evil\tinjection", "a b"):
         r = httpx2.get(f"{relay.url}/healthz", headers={"x-request-id": bad})
