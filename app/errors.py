@@ -52,6 +52,9 @@ _UPSTREAM_TYPES: dict[str, tuple[int, bool]] = {
     "overloaded_error": (503, True),
     "timeout_error": (504, True),
 }
+# Upstream error types worth another attempt: the next one may well succeed.
+RETRYABLE_TYPES = frozenset({"overloaded_error", "api_error"})
+
 _STATUS_TYPES = {
     400: "invalid_request_error",
     413: "request_too_large",
@@ -65,7 +68,7 @@ def upstream_error(
 ) -> ApiError:
     """An upstream failure by its type (and, from an HTTP answer, its status)."""
     # From an HTTP answer, only a 5xx (529 included) is worth another attempt.
-    retryable = status >= 500 if status else error_type in ("overloaded_error", "api_error")
+    retryable = status >= 500 if status else error_type in RETRYABLE_TYPES
     mapped, shown = _UPSTREAM_TYPES.get(error_type, (502, False))
     if not shown:
         error_type, message = "upstream_error", UPSTREAM_FAILED
@@ -86,12 +89,10 @@ def from_sdk(exc: Exception) -> ApiError:
         error_type, message = event_error(exc.body)
         status = exc.status_code
         log.warning("upstream answered HTTP %s: %s %s", status, error_type, message)
-        if status == 404 and error_type != "not_found_error":
-            error_type = "api_error"  # not the API's own 404: a wrong base URL, say
-        elif status in _STATUS_TYPES:
-            error_type = _STATUS_TYPES[status]
-        elif status != 404:
-            error_type = "api_error"
+        # The API's own 404 names what it did not find (a model, say); any other 404 is a
+        # wrong base URL, an upstream failure like the rest.
+        if not (status == 404 and error_type == "not_found_error"):
+            error_type = _STATUS_TYPES.get(status, "api_error")
         retry_after = exc.response.headers.get("retry-after")
         headers = {"Retry-After": retry_after} if status == 429 and retry_after else None
         return upstream_error(error_type, message, headers, status)

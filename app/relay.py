@@ -21,7 +21,7 @@ import anthropic
 import anyio
 import httpx2
 
-from app.errors import ApiError, event_error, from_sdk, upstream_error
+from app.errors import RETRYABLE_TYPES, ApiError, event_error, from_sdk, upstream_error
 from app.sse import (
     SSEDecodeError,
     decode_events,
@@ -33,8 +33,9 @@ from app.sse import (
 
 # How long closing the upstream may take, even from a cancelled task.
 CLOSE_TIMEOUT = 2.0
-# Mid-stream failures worth another attempt (`upstream_error` is a broken connection).
-RETRYABLE = {"overloaded_error", "api_error", "upstream_error"}
+# Failures before the first delta worth another attempt: the upstream's retryable error
+# types, and `upstream_error`, which here is a broken or truncated connection.
+RETRYABLE = RETRYABLE_TYPES | {"upstream_error"}
 
 
 @dataclass
