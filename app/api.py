@@ -12,7 +12,7 @@ from app.admission import check_token, client_key
 from app.errors import ApiError
 from app.models import ChatRequest, upstream_params
 from app.relay import Stream, relay_frames
-from app.sse import EventStream
+from app.sse import EventStream, until_disconnected
 
 router = APIRouter()
 T = TypeVar("T")
@@ -38,9 +38,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
     """Run `work`, cancelling it if the client disconnects first (then return None)."""
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(request.receive())
+    watcher = asyncio.ensure_future(until_disconnected(request.receive))
     try:
-        # The body is read, so the next ASGI message can only be the disconnect.
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()

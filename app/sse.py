@@ -117,6 +117,13 @@ def error_frame(error_type: str, message: str) -> bytes:
 PING_COMMENT = b": ping\n\n"
 
 
+async def until_disconnected(receive: Receive) -> None:
+    """Return when the client has gone. Only call it once the request body is read: then
+    the server has nothing else to hand over but the disconnect."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 class EventStream(Response):
     """The ASGI response of one relayed stream: pre-encoded frames out as they come, a
     `: ping` only while the stream is silent, and `on_disconnect` the moment the client
@@ -163,9 +170,7 @@ class EventStream(Response):
             await self.on_end()
 
     async def _watch(self, receive: Receive) -> None:
-        # The request body has been read: the next message can only be the disconnect.
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        await until_disconnected(receive)
         if not self.done:
             await self.on_disconnect()
 
