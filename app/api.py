@@ -125,7 +125,7 @@ async def _chat(request: Request) -> Response:
         return Response(status_code=CLIENT_CLOSED)
 
     state.streams.add(stream)
-    telemetry.stream_started(stream)
+    telemetry.stream_started()
     logged = params["messages"] if settings.log_content else None
 
     async def on_end() -> None:
@@ -134,7 +134,7 @@ async def _chat(request: Request) -> Response:
         await stream.close()
         state.slots.release(client)
         state.streams.discard(stream)
-        telemetry.stream_ended(stream, 200, client, logged)
+        telemetry.stream_ended(stream, client, logged)
         if state.draining and not state.streams:
             state.drained.set()
 

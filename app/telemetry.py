@@ -58,7 +58,7 @@ def metrics_body() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
-def stream_ended(stream: Stream, status: int, client: str, messages: object) -> None:
+def stream_ended(stream: Stream, client: str, messages: object) -> None:
     """Account for one stream, however it ended: metrics and its JSON log line."""
     now = time.monotonic()
     model = str(stream.params.get("model"))
@@ -86,7 +86,7 @@ def stream_ended(stream: Stream, status: int, client: str, messages: object) -> 
         "client": client,
         "model": model,
         "mode": stream.mode,
-        "status": status,
+        "status": 200,  # a stream; a refused request ends before one starts
         "outcome": stream.outcome,
         "attempts": stream.attempts,
         "ttft_ms": round((stream.first_delta - stream.started) * 1000, 1)
@@ -103,7 +103,7 @@ def stream_ended(stream: Stream, status: int, client: str, messages: object) -> 
     log.info(json.dumps(line, ensure_ascii=False))
 
 
-def stream_started(stream: Stream) -> None:
+def stream_started() -> None:
     STARTED.inc()
     ACTIVE.inc()
 
