@@ -4,14 +4,13 @@ Everything here answers before the upstream is called, and costs nothing per del
 """
 
 import hmac
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import Request
 
 from app.config import Settings
-from app.errors import ApiError
-
-# Streams last tens of seconds; a caller turned away should not come back at once.
-RETRY_AFTER_SECONDS = "2"
+from app.errors import RETRY_AFTER_SECONDS, ApiError
 
 
 def check_token(request: Request, settings: Settings) -> None:
@@ -43,6 +42,16 @@ class StreamSlots:
         self.per_client = per_client
         self.active = 0
         self.by_client: dict[str, int] = {}
+
+    @contextmanager
+    def held(self, client: str) -> Iterator[None]:
+        """One slot for `client` while the block runs; raises `ApiError` (503 or 429) if
+        none is free."""
+        self.acquire(client)
+        try:
+            yield
+        finally:
+            self.release(client)
 
     def acquire(self, client: str) -> None:
         if self.active >= self.total:

@@ -1,21 +1,20 @@
 """The HTTP routes. Thin: admit, read, validate, open the upstream, hand over to the relay."""
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import telemetry
 from app.admission import check_token, client_key
-from app.errors import ApiError
+from app.errors import ApiError, shutting_down
 from app.models import ChatRequest, upstream_params
-from app.relay import Stream, relay_frames
-from app.sse import EventStream, until_disconnected
+from app.response import ChatResponse
+from app.runtime import Runtime
+from app.sse import until_disconnected
 
 router = APIRouter()
-T = TypeVar("T")
 
 # What nginx logs for a client that went away before the answer: nobody reads it.
 CLIENT_CLOSED = 499
@@ -35,19 +34,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
-    """Run `work`, cancelling it if the client disconnects first (then return None)."""
-    task = asyncio.ensure_future(work)
+async def caller_left_first(request: Request, ready: "asyncio.Future[object]") -> bool:
+    """Wait for `ready`; True if the caller disconnected before it resolved."""
     watcher = asyncio.ensure_future(until_disconnected(request.receive))
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({ready, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    return None
+    return not ready.done()
 
 
 @router.get("/healthz")
@@ -57,10 +51,11 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    state = request.app.state
-    if state.draining:
-        return JSONResponse({"status": "draining", "mode": state.settings.mode}, status_code=503)
-    return JSONResponse({"status": "ready", "mode": state.settings.mode})
+    runtime: Runtime = request.app.state.runtime
+    mode = runtime.settings.mode
+    if runtime.draining:
+        return JSONResponse({"status": "draining", "mode": mode}, status_code=503)
+    return JSONResponse({"status": "ready", "mode": mode})
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -72,7 +67,7 @@ async def metrics() -> Response:
 @router.get("/api/config")
 async def config(request: Request) -> dict[str, Any]:
     """What the page needs to know before the first chat."""
-    settings = request.app.state.settings
+    settings = request.app.state.runtime.settings
     return {"mode": settings.mode, "auth": settings.relay_token is not None}
 
 
@@ -98,52 +93,25 @@ async def chat(request: Request) -> Response:
 
 
 async def _chat(request: Request) -> Response:
-    state = request.app.state
-    settings = state.settings
-    if state.draining:
-        raise ApiError(503, "server_shutdown", "The relay is shutting down.", {"Retry-After": "2"})
+    runtime: Runtime = request.app.state.runtime
+    settings = runtime.settings
+    if runtime.draining:
+        raise shutting_down()
     check_token(request, settings)
     params = upstream_params(await read_body(request, settings.max_body_bytes), settings)
 
-    client = client_key(request)
-    state.slots.acquire(client)
-    stream = Stream(
-        state.client,
-        params,
-        settings.mode,
-        settings.stream_idle_timeout,
-        settings.upstream_retries,
-        settings.upstream_retry_backoff,
-    )
+    stream = runtime.start(params, client_key(request), log_content=settings.log_content)
     try:
-        opened = await unless_disconnected(request, stream.open())
-    except BaseException:
-        state.slots.release(client)
-        raise
-    if opened is None:
-        state.slots.release(client)
-        return Response(status_code=CLIENT_CLOSED)
-
-    state.streams.add(stream)
-    telemetry.stream_started()
-    logged = params["messages"] if settings.log_content else None
-
-    async def on_end() -> None:
-        # However the response ended (done, error, the caller gone, even before its
-        # first frame): the upstream is closed, the slot freed, the stream accounted for.
-        await stream.close()
-        state.slots.release(client)
-        state.streams.discard(stream)
-        telemetry.stream_ended(stream, client, logged)
-        if state.draining and not state.streams:
-            state.drained.set()
-
-    async def on_disconnect() -> None:
-        await stream.end("cancelled")
-
-    return EventStream(
-        relay_frames(stream),
-        ping_interval=settings.ping_interval,
-        on_disconnect=on_disconnect,
-        on_end=on_end,
+        # The status is decided once the upstream's `message_start` arrives, so every
+        # failure before it is plain HTTP; a caller that leaves meanwhile ends the stream.
+        if await caller_left_first(request, stream.ready):
+            return Response(status_code=CLIENT_CLOSED)
+    finally:
+        if not stream.ready.done():  # the caller left, or this handler was cancelled
+            stream.end("cancelled")
+    failure = stream.ready.result()
+    if failure is not None:
+        raise failure
+    return ChatResponse(
+        stream, ping_interval=settings.ping_interval, send_timeout=settings.send_timeout
     )

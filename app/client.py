@@ -1,37 +1,39 @@
-"""The one shared `AsyncAnthropic` client a process talks to the upstream with."""
+"""The one shared `AsyncAnthropic` client a process talks to the upstream with.
 
-from urllib.request import getproxies
+Live mode uses the SDK's own aiohttp transport (`DefaultAioHttpClient`, the SDK's supported
+fast path). Demo mode plugs the embedded demo upstream in as an httpx2 transport, so the
+same SDK client, the same request building and the same relay code run either way.
+"""
 
 import anthropic
 import httpx2
 
 from app.config import Settings
 from app.demo import DEMO_BASE_URL, DemoTransport
-from app.network import asyncio_transport
 
 
 def make_client(settings: Settings) -> anthropic.AsyncAnthropic:
-    # The read timeout is the idle timeout: httpx2 applies it to every socket read, so a
-    # silent upstream is noticed at no cost per delta.
+    # The read timeout is the idle timeout: aiohttp applies it between socket reads
+    # (`sock_read`), so a silent upstream is noticed with no timer of ours per delta.
     timeout = httpx2.Timeout(
         connect=settings.upstream_connect_timeout,
         read=settings.stream_idle_timeout,
         write=settings.stream_idle_timeout,
         pool=settings.upstream_connect_timeout,
     )
-    # No connection cap here: how many streams run at once is the relay's to decide.
-    limits = httpx2.Limits(max_connections=None, max_keepalive_connections=100)
+    # One connection per open stream, and no other cap: how many streams run at once is
+    # MAX_CONCURRENT_STREAMS's to decide. (`max_connections=None` would leave aiohttp's
+    # own default cap of 100 in place.)
+    limits = httpx2.Limits(
+        max_connections=settings.max_concurrent_streams, max_keepalive_connections=100
+    )
     if settings.mode == "demo":
         transport: httpx2.AsyncBaseTransport | None = DemoTransport(settings.demo_token_delay)
-        base_url: str | None = DEMO_BASE_URL
-    elif getproxies():
-        # httpx2 honours HTTP(S)_PROXY only when it builds its transports itself: behind an
-        # egress proxy, correctness first (its default network layer).
-        transport = None
-        base_url = settings.anthropic_base_url
+        base_url = DEMO_BASE_URL
     else:
-        transport = asyncio_transport(limits)
-        base_url = settings.anthropic_base_url
+        # No transport given: the SDK's aiohttp transport, and httpx2 mounts one per egress
+        # proxy named by HTTP(S)_PROXY (minding NO_PROXY), so one stack serves every case.
+        transport, base_url = None, settings.anthropic_base_url
     key = settings.anthropic_api_key
     return anthropic.AsyncAnthropic(
         # An Anthropic-compatible server named by ANTHROPIC_BASE_URL may need no key.
@@ -44,5 +46,7 @@ def make_client(settings: Settings) -> anthropic.AsyncAnthropic:
         # A span per request costs ~130 us of CPU even with no tracer installed, and the
         # relay logs and measures every stream itself.
         open_telemetry=False,
-        http_client=httpx2.AsyncClient(transport=transport, timeout=timeout, limits=limits),
+        http_client=anthropic.DefaultAioHttpClient(
+            transport=transport, timeout=timeout, limits=limits
+        ),
     )

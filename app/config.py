@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     ping_interval: float = Field(15.0, gt=0)
     stream_idle_timeout: float = Field(60.0, gt=0)
     upstream_connect_timeout: float = Field(10.0, gt=0)
+    # Seconds one write to the caller may wait (its buffers full: it stopped reading
+    # without closing) before the stream ends and its slot is freed.
+    send_timeout: float = Field(30.0, gt=0)
 
     # Who may stream, and how many at once. One stream costs well under 0.1 MB and, at a
     # typical 20 deltas/s, well under 1 ms of CPU per second: 1,000 fit one core.

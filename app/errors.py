@@ -18,6 +18,9 @@ from starlette.exceptions import HTTPException
 log = logging.getLogger("chat_relay")
 
 UPSTREAM_FAILED = "The upstream service failed; try again later."
+# Streams last tens of seconds; a caller turned away should not come back at once.
+RETRY_AFTER_SECONDS = "2"
+SHUTDOWN = ("server_shutdown", "The relay is restarting; please retry.")
 
 
 class ApiError(Exception):
@@ -41,6 +44,10 @@ class ApiError(Exception):
     def response(self) -> JSONResponse:
         body = {"error": {"type": self.error_type, "message": self.message}}
         return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def shutting_down() -> ApiError:
+    return ApiError(503, *SHUTDOWN, {"Retry-After": RETRY_AFTER_SECONDS})
 
 
 # Upstream error type -> (our status, whether the upstream's message may be shown).

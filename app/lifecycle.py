@@ -8,48 +8,38 @@ shut down as usual.
 """
 
 import asyncio
-import contextlib
 import logging
 import signal
 import threading
 from typing import Any
 
-from fastapi import FastAPI
+from app.runtime import Runtime
 
 log = logging.getLogger("chat_relay")
 
 
-def handle_sigterm(app: FastAPI) -> None:
+def handle_sigterm(runtime: Runtime) -> None:
     """Take over SIGTERM for this process (a no-op off the main thread, as in tests)."""
     if threading.current_thread() is not threading.main_thread():
         return
     uvicorn_handler: Any = signal.getsignal(signal.SIGTERM)
     loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[None]] = []  # the loop holds tasks only weakly
 
     def on_sigterm() -> None:
-        if not app.state.draining:
-            # Kept on the state: the loop holds tasks only weakly.
-            app.state.drain_task = loop.create_task(drain(app, uvicorn_handler))
+        if not tasks:
+            tasks.append(loop.create_task(drain(runtime, uvicorn_handler)))
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
 
 
-async def drain(app: FastAPI, then: Any) -> None:
-    state = app.state
-    grace = state.settings.shutdown_grace_seconds
-    state.draining = True
-    log.warning("SIGTERM: draining %d streams for up to %g s", len(state.streams), grace)
-    if state.streams:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.drained.wait(), grace)
-    if state.streams:
-        log.warning("grace period over: ending %d streams", len(state.streams))
-        for stream in list(state.streams):
-            await stream.end("server_shutdown")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.drained.wait(), 1.0)
+async def drain(runtime: Runtime, then: Any) -> None:
+    log.warning("SIGTERM")
+    await runtime.drain(runtime.settings.shutdown_grace_seconds)
     # Now the usual shutdown: uvicorn's handler sets its exit flag (and re-raises SIGTERM
-    # once it has stopped, so a supervisor sees the signal it sent).
+    # once it has stopped, so a supervisor sees the signal it sent). sse-starlette's own
+    # shutdown handling, which ends every stream at once with no frame, only sees this
+    # signal now: by then no stream is left for it to end.
     if callable(then):
         then(signal.SIGTERM, None)
     else:

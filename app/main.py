@@ -1,6 +1,5 @@
 """The FastAPI application: settings, the shared upstream client, routes, error handling."""
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,17 +9,15 @@ from starlette.middleware.cors import CORSMiddleware
 from uvicorn.logging import AccessFormatter
 
 from app import errors, web
-from app.admission import StreamSlots
 from app.api import router
 from app.client import make_client
 from app.config import Settings
 from app.lifecycle import handle_sigterm
+from app.response import QuietAbort
+from app.runtime import Runtime
 from app.telemetry import WithRequestId
 
 log = logging.getLogger("chat_relay")
-ACCESS_FORMAT = (
-    '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s rid=%(request_id)s'
-)
 ACCESS_FORMAT = (
     '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s rid=%(request_id)s'
 )
@@ -40,6 +37,9 @@ def setup_logging(level: str) -> None:
         access.addFilter(WithRequestId())
         access.setFormatter(AccessFormatter(ACCESS_FORMAT))
     logging.getLogger("httpx2").setLevel(logging.WARNING)
+    error_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, QuietAbort) for f in error_log.filters):
+        error_log.addFilter(QuietAbort())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,9 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging(settings.log_level)
-        app.state.client = make_client(settings)
-        app.state.drained = asyncio.Event()
-        handle_sigterm(app)
+        runtime = app.state.runtime = Runtime(settings, make_client(settings))
+        handle_sigterm(runtime)
         if settings.mode == "demo":
             log.warning(
                 "DEMO MODE: no ANTHROPIC_API_KEY is set; answers come from the embedded "
@@ -61,13 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await app.state.client.close()
+            await runtime.close()
 
     app = FastAPI(title="chat-relay", lifespan=lifespan)
     app.state.settings = settings
-    app.state.slots = StreamSlots(settings.max_concurrent_streams, settings.max_streams_per_client)
-    app.state.streams = set()
-    app.state.draining = False
     errors.install(app)
     app.include_router(router)
     if settings.cors_origins:

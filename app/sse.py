@@ -1,5 +1,5 @@
-"""Server-Sent Events: decoding the upstream's bytes, encoding our frames, and the ASGI
-response that streams them.
+"""Server-Sent Events: decoding the upstream's bytes, and encoding our frames (sse-starlette
+sends them: `app/response.py`).
 
 The decoder works on bytes, not text: the only bytes that split lines (CR, LF) and fields
 (`:`) are ASCII, so a multi-byte UTF-8 character split across two network reads is simply
@@ -8,15 +8,13 @@ parser). Each byte is scanned a bounded number of times, so the cost per event d
 depend on how long the stream has been running.
 """
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from json.encoder import encode_basestring, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 import jiter
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive
 
 # An upstream event larger than this is a broken upstream, not an answer to relay.
 MAX_EVENT_BYTES = 1024 * 1024
@@ -114,79 +112,8 @@ def error_frame(error_type: str, message: str) -> bytes:
     return encode_frame(b"error", {"error": {"type": error_type, "message": message}})
 
 
-PING_COMMENT = b": ping\n\n"
-
-
 async def until_disconnected(receive: Receive) -> None:
     """Return when the client has gone. Only call it once the request body is read: then
     the server has nothing else to hand over but the disconnect."""
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-class EventStream(Response):
-    """The ASGI response of one relayed stream: pre-encoded frames out as they come, a
-    `: ping` only while the stream is silent, and `on_disconnect` the moment the client
-    goes away (even while nothing is being sent, e.g. during an upstream stall).
-
-    It sends each frame straight to the server: no per-frame cancel scope or lock. Its
-    only per-frame bookkeeping is a counter the ping timer reads.
-    """
-
-    def __init__(
-        self,
-        frames: AsyncIterator[bytes],
-        *,
-        ping_interval: float,
-        on_disconnect: Callable[[], Awaitable[None]],
-        on_end: Callable[[], Awaitable[None]],
-    ) -> None:
-        # A Response by type (so the framework hands it on as is), built by hand: none of
-        # Response's body handling applies.
-        self.status_code = 200
-        self.raw_headers = HEADERS
-        self.background = None
-        self.frames = frames
-        self.ping_interval = ping_interval
-        self.on_disconnect = on_disconnect
-        self.on_end = on_end
-        self.sent = 0
-        self.done = False
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        loop = asyncio.get_running_loop()
-        watcher = loop.create_task(self._watch(receive))
-        self.timer = loop.call_later(self.ping_interval, self._tick, send, 0)
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for frame in self.frames:
-                self.sent += 1
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            self.done = True
-            self.timer.cancel()
-            watcher.cancel()
-            await self.on_end()
-
-    async def _watch(self, receive: Receive) -> None:
-        await until_disconnected(receive)
-        if not self.done:
-            await self.on_disconnect()
-
-    def _tick(self, send: Send, seen: int) -> None:
-        if self.done:
-            return
-        loop = asyncio.get_running_loop()
-        if self.sent == seen:  # nothing went out for a whole interval
-            # Kept on self: the loop holds tasks only weakly.
-            self.ping = loop.create_task(send(PING_MESSAGE))
-        self.timer = loop.call_later(self.ping_interval, self._tick, send, self.sent)
-
-
-HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-PING_MESSAGE = {"type": "http.response.body", "body": PING_COMMENT, "more_body": True}

@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,7 +22,8 @@ from prometheus_client import (
 )
 from starlette.types import Scope
 
-from app.relay import Stream
+if TYPE_CHECKING:
+    from app.stream import Stream
 
 log = logging.getLogger("chat_relay")
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
@@ -30,7 +32,9 @@ STARTED = Counter("chat_relay_streams_started_total", "Streams that reached the 
 COMPLETED = Counter("chat_relay_streams_completed_total", "Streams that ended with `done`.")
 CANCELLED = Counter("chat_relay_streams_cancelled_total", "Streams the caller left early.")
 FAILED = Counter("chat_relay_streams_failed_total", "Streams ended by an error.", ["type"])
-ACTIVE = Gauge("chat_relay_active_streams", "Streams open now.", multiprocess_mode="livesum")
+ACTIVE = Gauge(
+    "chat_relay_active_streams", "Streams holding a slot now.", multiprocess_mode="livesum"
+)
 TTFD = Histogram(
     "chat_relay_time_to_first_delta_seconds",
     "From the request to the first delta forwarded.",
@@ -58,8 +62,10 @@ def metrics_body() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
-def stream_ended(stream: Stream, client: str, messages: object) -> None:
+def stream_ended(stream: "Stream", messages: object) -> None:
     """Account for one stream, however it ended: metrics and its JSON log line."""
+    if stream.status != 200:
+        return  # ended before it started: the caller got a plain HTTP error, or left
     now = time.monotonic()
     model = str(stream.params.get("model"))
     usage = stream.usage
@@ -68,7 +74,6 @@ def stream_ended(stream: Stream, client: str, messages: object) -> None:
     # forwarded, so count at least one token per delta; the line says it is partial.
     output_tokens = max(int(usage.get("output_tokens") or 0), stream.deltas)
     partial = stream.outcome != "done"
-    ACTIVE.dec()
     DURATION.observe(now - stream.started)
     if stream.first_delta is not None:
         TTFD.observe(stream.first_delta - stream.started)
@@ -83,7 +88,7 @@ def stream_ended(stream: Stream, client: str, messages: object) -> None:
     line = {
         "event": "chat",
         "request_id": request_id.get(),
-        "client": client,
+        "client": stream.client_key,
         "model": model,
         "mode": stream.mode,
         "status": 200,  # a stream; a refused request ends before one starts
@@ -105,7 +110,6 @@ def stream_ended(stream: Stream, client: str, messages: object) -> None:
 
 def stream_started() -> None:
     STARTED.inc()
-    ACTIVE.inc()
 
 
 def rejected(reason: str) -> None:

@@ -7,8 +7,8 @@ import logging
 import httpx2
 import pytest
 
-from tests.conftest import API_KEY, post_chat
 from tests.fake_upstream import http_error
+from tests.support import API_KEY, post_chat
 
 OK = {"message": "hello"}
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CuttableProxy
 from tests.fake_upstream import answer, error_event, http_error, message_start, text_block
+from tests.support import CuttableProxy
 
 playwright = pytest.importorskip("playwright.sync_api")
 

@@ -3,70 +3,13 @@ sees its TCP connection close, and nothing is left running."""
 
 import asyncio
 import contextlib
-import json
 import random
 import statistics
-import time
-from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import post_chat
 from tests.fake_upstream import answer, message_start, text_block
-
-# Generous: the target is p99 < 50 ms; this only has to catch "not promptly".
-PROMPTLY = 0.5
-
-
-class RawClient:
-    """An HTTP client that can hang up at an exact moment and say when it did."""
-
-    def __init__(self, url: str, message: str) -> None:
-        self.url = urlsplit(url)
-        self.message = message
-        self.received = b""
-        self.closed_at = 0.0
-
-    async def open(self, headers: dict[str, str] | None = None) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.url.hostname, self.url.port)
-        body = json.dumps({"message": self.message}).encode()
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        head = (
-            f"POST /api/chat HTTP/1.1\r\nhost: {self.url.netloc}\r\n{extra}"
-            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
-        )
-        self.writer.write(head.encode() + body)
-        await self.writer.drain()
-
-    async def read_until(self, marker: bytes, count: int = 1) -> None:
-        while self.received.count(marker) < count:
-            chunk = await self.reader.read(65536)
-            assert chunk, f"stream ended before {count} x {marker!r}: {self.received[-300:]!r}"
-            self.received += chunk
-
-    def hang_up(self) -> None:
-        self.closed_at = time.monotonic()
-        self.writer.close()
-
-
-def upstream_request(upstream, server_loop, message, timeout=2.0):
-    def find():
-        return next(
-            (r for r in upstream.requests if r.body["messages"][-1]["content"] == message), None
-        )
-
-    server_loop.wait_for(lambda: find() is not None, timeout)
-    return server_loop.call(find)
-
-
-def close_latency(upstream, server_loop, client: RawClient) -> float:
-    request = upstream_request(upstream, server_loop, client.message)
-    assert request is not None, f"no upstream request for {client.message}"
-    assert server_loop.wait_for(lambda: request.conn.closed is not None, timeout=5), (
-        "the upstream connection was never closed"
-    )
-    return request.conn.closed - client.closed_at
-
+from tests.support import PROMPTLY, RawClient, close_latency, post_chat, upstream_request
 
 LONG = answer(*[f"word{i} " for i in range(500)], delay=0.01)
 PACED = answer(*[f"word{i} " for i in range(100)], delay=0.05)  # 20 deltas/s, as in the bench

@@ -2,7 +2,6 @@
 
 import pytest
 
-from tests.conftest import API_KEY, post_chat
 from tests.fake_upstream import (
     answer,
     error_event,
@@ -11,6 +10,7 @@ from tests.fake_upstream import (
     message_start,
     text_block,
 )
+from tests.support import API_KEY, post_chat
 
 
 def test_frames_headers_and_text(relay, upstream):

@@ -5,7 +5,7 @@ import time
 import httpx2
 
 from app.config import Settings
-from tests.conftest import post_chat
+from tests.support import post_chat
 
 
 def demo_relay(make_relay, **settings):

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import anthropic
 import httpx2
 
-from app.relay import Stream, relay_frames
+from app.stream import Stream
 from tests.fake_upstream import message_end, message_start
 
 DELTAS = 20_000
@@ -57,14 +57,16 @@ async def relay_long_answer(marks: dict[int, float], clock) -> int:
         http_client=httpx2.AsyncClient(transport=MemoryTransport(long_answer_body())),
     )
     params = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
-    stream = Stream(client, params, "live", idle_timeout=60, retries=0, backoff=0)
-    await stream.open()
+    stream = Stream(client, params, "client", "live", idle_timeout=60, retries=0, backoff=0)
+    task = asyncio.ensure_future(stream.run())
     deltas = 0
-    async for frame in relay_frames(stream):
-        if frame.startswith(b"event: delta"):
+    async for chunk in stream.outbox.frames():
+        # The reader keeps up here, so each chunk holds one frame; count them regardless.
+        for _ in range(chunk.count(b"event: delta\n")):
             deltas += 1
             if deltas % 2000 == 0:
                 marks[deltas] = clock()
+    await task
     await client.close()
     return deltas
 

@@ -7,9 +7,8 @@ import re
 import httpx2
 import pytest
 
-from tests.conftest import post_chat
 from tests.fake_upstream import answer, error_event, http_error, message_start, text_block
-from tests.test_cancellation import RawClient
+from tests.support import RawClient, post_chat
 
 STALL = [message_start(), *text_block(0, ["held "])[:-1], ("stall",)]
 
@@ -161,11 +160,11 @@ def test_slots_are_always_released_under_churn(make_relay, upstream, server_loop
             await asyncio.gather(*(one(i) for i in range(start, start + 8)))
 
     asyncio.run(run())
-    slots = relay.state.slots
+    slots = relay.state.runtime.slots
     assert server_loop.wait_for(lambda: slots.active == 0 and not slots.by_client), (
         f"slots leaked: {slots.active} active, {slots.by_client}"
     )
-    assert server_loop.call(lambda: len(relay.state.streams)) == 0
+    assert server_loop.call(lambda: len(relay.state.runtime.streams)) == 0
     # And all eight slots can be used again.
     upstream.default = STALL
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import httpx2
 from prometheus_client.mmap_dict import MmapedDict
 
-from tests.conftest import API_KEY
 from tests.fake_upstream import answer
-from tests.test_cancellation import RawClient
+from tests.support import API_KEY, RawClient
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACE = 1.5

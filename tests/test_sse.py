@@ -14,7 +14,7 @@ from app.sse import (
     error_frame,
     parse_json,
 )
-from tests.conftest import parse_frames
+from tests.support import parse_frames
 
 
 def decode(chunks: list[bytes]) -> list[tuple[bytes, bytes]]:

@@ -7,9 +7,8 @@ import ssl
 import pytest
 import trustme
 
-from tests.conftest import post_chat
 from tests.fake_upstream import FakeUpstream, answer
-from tests.test_cancellation import PROMPTLY, RawClient, close_latency
+from tests.support import PROMPTLY, RawClient, close_latency, post_chat
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,85 @@
+"""The relay's runtime state, owned in one place: the upstream client, the stream slots,
+the streams running, and whether the process is draining.
+
+A stream's slot is taken and given back here, around the stream's task, and every cleanup
+step runs even when an earlier one raises.
+"""
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import anthropic
+
+from app import telemetry
+from app.admission import StreamSlots
+from app.config import Settings
+from app.errors import ApiError
+from app.stream import Stream
+
+log = logging.getLogger("chat_relay")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, client: anthropic.AsyncAnthropic) -> None:
+        self.settings = settings
+        self.client = client
+        self.slots = StreamSlots(settings.max_concurrent_streams, settings.max_streams_per_client)
+        self.streams: set[Stream] = set()
+        # The loop holds tasks only weakly: these are the strong references.
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.draining = False
+
+    def start(self, params: dict[str, Any], client_key: str, *, log_content: bool) -> Stream:
+        """Start a stream's task; its `ready` says how it opened (a refusal included)."""
+        settings = self.settings
+        stream = Stream(
+            self.client,
+            params,
+            client_key,
+            settings.mode,
+            settings.stream_idle_timeout,
+            settings.upstream_retries,
+            settings.upstream_retry_backoff,
+        )
+        task = asyncio.get_running_loop().create_task(self._life(stream, log_content))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return stream
+
+    async def _life(self, stream: Stream, log_content: bool) -> None:
+        with contextlib.ExitStack() as cleanup:
+            try:
+                cleanup.enter_context(self.slots.held(stream.client_key))
+            except ApiError as refused:
+                stream.ready.set_result(refused)
+                return
+            self.streams.add(stream)
+            cleanup.callback(self.streams.discard, stream)
+            telemetry.ACTIVE.inc()
+            cleanup.callback(telemetry.ACTIVE.dec)
+            messages = stream.params["messages"] if log_content else None
+            cleanup.callback(telemetry.stream_ended, stream, messages)
+            await stream.run()
+
+    async def drain(self, grace: float) -> None:
+        """Refuse new streams, let those running finish for up to `grace` seconds, then end
+        the rest with `server_shutdown`."""
+        self.draining = True
+        log.warning("draining %d streams for up to %g s", len(self.streams), grace)
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=grace)
+        if self.streams:
+            log.warning("grace period over: ending %d streams", len(self.streams))
+            for stream in list(self.streams):
+                stream.end("server_shutdown")
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=2.0)
+
+    async def close(self) -> None:
+        for stream in list(self.streams):
+            stream.end("server_shutdown")
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=2.0)
+        await self.client.close()

@@ -1,0 +1,144 @@
+"""One relayed chat's life, as one task: open the upstream (with retries), translate its
+events into frames, hand them to the response; and the one way it ends early.
+
+Every early end goes through `Stream.end(reason)`, which cancels the stream's one cancel
+scope: the caller's disconnect, a caller that stops reading (the send timeout), the shutdown
+drain. Whatever the task is awaiting then (a connect, a backoff, a reconnect, a read, room
+in the outbox) is interrupted the same way, in demo mode as over plain HTTP or TLS, and
+its `finally` closes the upstream. Ending never depends on how a transport fails a read.
+"""
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+import anyio
+
+from app import telemetry
+from app.errors import SHUTDOWN, ApiError, shutting_down
+from app.outbox import Outbox
+from app.translate import Answer, failure_frames, message_started, translate
+from app.upstream import READ_ERRORS, close_shielded, drain, open_upstream, read_failure
+
+
+@dataclass(eq=False)  # a stream is an identity, kept in a set while it runs
+class Stream:
+    client: anthropic.AsyncAnthropic
+    params: dict[str, Any]
+    client_key: str
+    mode: str
+    idle_timeout: float
+    retries: int
+    backoff: float
+    answer: Answer = field(init=False)
+    outbox: Outbox = field(default_factory=Outbox)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    # Resolved once the HTTP status is decided: None for a 200 stream, else the error.
+    ready: "asyncio.Future[ApiError | None]" = field(init=False)
+    status: int = 0
+    started: float = field(default_factory=time.monotonic)
+    first_delta: float | None = None
+    attempts: int = 0
+    # "done", an error type, or why the relay ended it: "cancelled" (the caller left),
+    # "send_timeout", "server_shutdown". None while it runs.
+    outcome: str | None = None
+    ended_by: str | None = None
+
+    def __post_init__(self) -> None:
+        self.answer = Answer(self.mode)
+        self.ready = asyncio.get_running_loop().create_future()
+
+    @property
+    def deltas(self) -> int:
+        return self.answer.deltas
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        return self.answer.usage
+
+    def end(self, reason: str) -> None:
+        """End the stream now, for `reason`; a no-op once it has ended (the first wins)."""
+        if self.outcome is None and self.ended_by is None:
+            self.ended_by = reason
+            self.scope.cancel()
+
+    async def run(self) -> None:
+        """The stream's task: runs until the answer is complete, failed, or ended."""
+        try:
+            with self.scope:
+                await self._attempts()
+        finally:
+            if self.outcome is None:  # ended from outside (or the task was cancelled)
+                self._ended(self.ended_by or "cancelled")
+            self.outbox.close()
+
+    async def _attempts(self) -> None:
+        # One loop, every await in it interruptible by the scope: connect, backoff,
+        # reconnect. A failure before the first delta is retried within the budget; after
+        # it never, so no text is ever sent twice.
+        while True:
+            self.attempts += 1
+            try:
+                await self._attempt()
+                return
+            except ApiError as failure:
+                if self.deltas or not failure.retryable or self.attempts > self.retries:
+                    self._failed(failure)
+                    return
+            # Exponential backoff with jitter, so retries from many streams do not align.
+            await anyio.sleep(self.backoff * 2 ** (self.attempts - 1) * random.uniform(0.75, 1))
+
+    async def _attempt(self) -> None:
+        upstream = await open_upstream(self.client, self.params)
+        try:
+            message_started(self.answer, upstream.message_start)
+            self._opened()
+            answer, outbox = self.answer, self.outbox
+            async for name, data in upstream.events:
+                frame = translate(answer, name, data)
+                if frame is None:
+                    continue
+                if self.first_delta is None and answer.deltas:
+                    self.first_delta = time.monotonic()
+                await outbox.put(frame)
+                if answer.done:
+                    self.outcome = "done"
+                    await drain(upstream)
+                    return
+            raise ApiError(
+                502,
+                "upstream_error",
+                "The upstream ended before the answer was complete.",
+                retryable=True,
+            )
+        except READ_ERRORS as exc:
+            raise read_failure(exc, self.idle_timeout) from None
+        finally:
+            await close_shielded(upstream.close)
+
+    def _opened(self) -> None:
+        # The first `message_start` decides the 200; a retried attempt's changes nothing.
+        if not self.ready.done():
+            self.status = 200
+            self.ready.set_result(None)
+            telemetry.stream_started()
+
+    def _failed(self, failure: ApiError) -> None:
+        self.outcome = failure.error_type
+        if not self.ready.done():
+            self.ready.set_result(failure)  # plain HTTP, before any frame
+        else:
+            self.outbox.put_nowait(failure_frames(self.answer, failure.error_type, failure.message))
+
+    def _ended(self, reason: str) -> None:
+        self.outcome = reason
+        if reason == "server_shutdown":
+            if not self.ready.done():
+                self.ready.set_result(shutting_down())
+            else:
+                self.outbox.put_nowait(failure_frames(self.answer, *SHUTDOWN))
+        elif not self.ready.done():
+            self.ready.set_result(ApiError(499, reason, "The caller went away."))

@@ -1,0 +1,90 @@
+"""One upstream attempt: the SDK opens the streaming request, the relay reads its bytes.
+
+The SDK builds the request, authenticates, applies the timeouts and turns error statuses
+into exceptions; the relay then decodes the raw body with its incremental SSE decoder and
+parses only what it forwards (no `MessageStream` snapshot).
+"""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import anthropic
+import anyio
+import httpx2
+
+from app.errors import ApiError, event_error, from_sdk, upstream_error
+from app.sse import SSEDecodeError, decode_events, parse_json
+
+# How long closing the upstream may take, even from a cancelled scope.
+CLOSE_TIMEOUT = 2.0
+# What a failing read of the upstream body raises, whatever the transport.
+READ_ERRORS = (httpx2.HTTPError, aiohttp.ClientError, OSError, SSEDecodeError)
+
+
+@dataclass(slots=True)
+class Upstream:
+    """An open upstream stream whose `message_start` has been read."""
+
+    message_start: bytes
+    events: AsyncIterator[tuple[bytes, bytes]]
+    close: Callable[[], Awaitable[None]]
+
+
+async def open_upstream(client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> Upstream:
+    """Start one upstream stream and read up to its `message_start`; raises `ApiError`.
+
+    The caller owns the result and must `close_shielded(upstream.close)` it."""
+    stack = AsyncExitStack()
+    try:
+        response = await stack.enter_async_context(
+            client.messages.with_streaming_response.create(**params, stream=True)
+        )
+        events = decode_events(response.http_response.aiter_bytes())
+        stack.push_async_callback(events.aclose)
+        async for name, data in events:
+            if name == b"message_start":
+                return Upstream(data, events, stack.pop_all().aclose)
+            if name == b"error":
+                raise upstream_error(*event_error(parse_json(data)))
+        raise ApiError(
+            502, "upstream_error", "The upstream closed before the answer started.", retryable=True
+        )
+    except BaseException as exc:
+        await close_shielded(stack.aclose)
+        if isinstance(exc, (anthropic.APIError, httpx2.HTTPError, aiohttp.ClientError, OSError)):
+            raise from_sdk(exc) from None
+        if isinstance(exc, (SSEDecodeError, ValueError)):
+            raise ApiError(
+                502, "upstream_error", "The upstream sent an unreadable stream.", retryable=True
+            ) from None
+        raise
+
+
+def read_failure(exc: BaseException, idle_timeout: float) -> ApiError:
+    """The failure for an upstream body read that raised `exc` (one of `READ_ERRORS`)."""
+    if isinstance(exc, httpx2.TimeoutException):
+        return ApiError(504, "timeout_error", f"The upstream sent nothing for {idle_timeout:g} s.")
+    return ApiError(
+        502, "upstream_error", "The upstream connection failed mid-answer.", retryable=True
+    )
+
+
+async def close_shielded(close: Callable[[], Awaitable[None]]) -> None:
+    # Called from a cancelled scope too (the caller went away): shield the close, or the
+    # upstream connection would stay open and keep generating tokens.
+    with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
+        await close()
+
+
+async def drain(upstream: Upstream) -> None:
+    """Read to the end of the body, so the connection goes back to the pool (no new TLS
+    handshake for the next chat). The answer is complete: a failure here is moot."""
+    with anyio.move_on_after(1.0):
+        try:
+            async for _ in upstream.events:
+                pass
+        except READ_ERRORS:
+            pass

@@ -1,0 +1,253 @@
+"""What the tests share: the network harness (one background event loop hosting the fake
+upstream and real uvicorn servers running the relay), clients that talk to them over real
+sockets on 127.0.0.1, and the tests' own reading of SSE. Fixtures are in conftest.py."""
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx2
+import uvicorn
+import uvloop
+
+from app.config import Settings
+from app.main import create_app
+
+T = TypeVar("T")
+
+
+API_KEY = "sk-ant-test-SECRET-0123456789"
+
+
+class ServerLoop:
+    def __init__(self) -> None:
+        self.loop = uvloop.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the loop's thread, where the servers' state lives."""
+
+        async def wrapper() -> T:
+            return fn()
+
+        return self.run(wrapper())
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
+        """Poll `predicate` on the loop's thread until it holds or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while not self.call(predicate):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def tasks(self) -> int:
+        return self.call(lambda: len(asyncio.all_tasks(self.loop)))
+
+    def settles_to(self, baseline: int, timeout: float = 2.0) -> bool:
+        """Whether the loop gets back to `baseline` tasks: nothing was left running."""
+        return self.wait_for(lambda: len(asyncio.all_tasks(self.loop)) <= baseline, timeout)
+
+
+@dataclass
+class Relay:
+    url: str
+    server: uvicorn.Server
+    settings: Settings
+
+    @property
+    def state(self) -> Any:
+        return self.server.config.app.state
+
+
+def relay_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "ping_interval": 15,
+        "stream_idle_timeout": 5,
+        "upstream_retry_backoff": 0.01,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+async def start_relay(settings: Settings, **options: Any) -> Relay:
+    options.setdefault("log_level", "warning")
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, **options)
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    server.task = task  # type: ignore[attr-defined]
+    return Relay(f"http://127.0.0.1:{port}", server, settings)
+
+
+async def stop_relay(relay: Relay) -> None:
+    relay.server.should_exit = True
+    await relay.server.task  # type: ignore[attr-defined]
+
+
+class LogLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    @property
+    def chats(self) -> list[dict[str, Any]]:
+        """The relay's one JSON line per stream."""
+        return [json.loads(line) for line in self.lines if line.startswith('{"event": "chat"')]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def parse_frames(raw: str) -> list[tuple[str, Any]]:
+    """The test's own reading of an SSE body: (event, parsed data), comments as (":", text)."""
+    frames: list[tuple[str, Any]] = []
+    for block in raw.split("\n\n"):
+        if not block:
+            continue
+        lines = block.split("\n")
+        if all(line.startswith(":") for line in lines):
+            frames.append((":", "\n".join(line[1:].strip() for line in lines)))
+            continue
+        fields = dict(line.split(": ", 1) for line in lines if not line.startswith(":"))
+        frames.append((fields["event"], json.loads(fields["data"])))
+    return frames
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: httpx2.Headers
+    text: str
+
+    @property
+    def frames(self) -> list[tuple[str, Any]]:
+        return parse_frames(self.text)
+
+    @property
+    def events(self) -> list[str]:
+        return [name for name, _ in self.frames if name != ":"]
+
+    @property
+    def text_out(self) -> str:
+        return "".join(data["text"] for name, data in self.frames if name == "delta")
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+def post_chat(relay: Relay, body: Any = None, *, content: bytes | None = None, **kw: Any) -> Reply:
+    if content is None:
+        content = json.dumps({"message": "Hi"} if body is None else body).encode()
+    headers = {"content-type": "application/json", **kw.pop("headers", {})}
+    # trust_env=False: a test that sets HTTP_PROXY for the relay must not proxy itself.
+    with httpx2.Client(timeout=30, trust_env=False) as client:
+        r = client.post(f"{relay.url}/api/chat", content=content, headers=headers, **kw)
+        return Reply(r.status_code, r.headers, r.text)
+
+
+class CuttableProxy:
+    """A TCP proxy in front of the relay whose connections the test can cut, as a lost
+    network would: the client sees its connection reset mid-answer."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.transports: list[asyncio.Transport] = []
+        self.url = ""
+
+    async def start(self) -> None:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.transports += [writer.transport, up_writer.transport]  # type: ignore[list-item]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        for transport in self.transports:
+            transport.abort()
+        self.transports.clear()
+
+
+# Generous: the target is p99 < 50 ms; this only has to catch "not promptly".
+PROMPTLY = 0.5
+
+
+class RawClient:
+    """An HTTP client that can hang up at an exact moment and say when it did."""
+
+    def __init__(self, url: str, message: str) -> None:
+        self.url = urlsplit(url)
+        self.message = message
+        self.received = b""
+        self.closed_at = 0.0
+
+    async def open(self, headers: dict[str, str] | None = None) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.url.hostname, self.url.port)
+        body = json.dumps({"message": self.message}).encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        head = (
+            f"POST /api/chat HTTP/1.1\r\nhost: {self.url.netloc}\r\n{extra}"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        await self.writer.drain()
+
+    async def read_until(self, marker: bytes, count: int = 1) -> None:
+        while self.received.count(marker) < count:
+            chunk = await self.reader.read(65536)
+            assert chunk, f"stream ended before {count} x {marker!r}: {self.received[-300:]!r}"
+            self.received += chunk
+
+    def hang_up(self) -> None:
+        self.closed_at = time.monotonic()
+        self.writer.close()
+
+
+def upstream_request(upstream, server_loop, message, timeout=2.0):
+    def find():
+        return next(
+            (r for r in upstream.requests if r.body["messages"][-1]["content"] == message), None
+        )
+
+    server_loop.wait_for(lambda: find() is not None, timeout)
+    return server_loop.call(find)
+
+
+def close_latency(upstream, server_loop, client: RawClient) -> float:
+    request = upstream_request(upstream, server_loop, client.message)
+    assert request is not None, f"no upstream request for {client.message}"
+    assert server_loop.wait_for(lambda: request.conn.closed is not None, timeout=5), (
+        "the upstream connection was never closed"
+    )
+    return request.conn.closed - client.closed_at
