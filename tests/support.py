@@ -82,6 +82,8 @@ def relay_settings(**overrides: Any) -> Settings:
 
 async def start_relay(settings: Settings, **options: Any) -> Relay:
     options.setdefault("log_level", "warning")
+    # uvicorn's own dictConfig would drop the handlers tests attach to its loggers.
+    options.setdefault("log_config", None)
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, **options)
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
@@ -251,3 +253,40 @@ def close_latency(upstream, server_loop, client: RawClient) -> float:
         "the upstream connection was never closed"
     )
     return request.conn.closed - client.closed_at
+
+
+async def read_a_flood_late(
+    relay: Relay, upstream: Any, server_loop: ServerLoop
+) -> tuple[int, int, int]:
+    """Ask for the upstream's flood, read nothing until the upstream stalls, then read it all.
+
+    Returns the bytes the upstream had sent when it stalled, all it sent, and the delta
+    frames received."""
+    url = urlsplit(relay.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    body = b'{"message": "flood"}'
+    writer.write(
+        b"POST /api/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    await writer.drain()
+
+    def sent() -> int:
+        return server_loop.call(lambda: upstream.requests[0].conn.bytes_sent)
+
+    # Read nothing for a while: the relay must stop reading from the upstream.
+    assert server_loop.wait_for(lambda: bool(upstream.requests), 5)
+    seen: list[int] = []
+    for _ in range(20):
+        await asyncio.sleep(0.25)
+        seen.append(sent())
+        if len(seen) >= 3 and seen[-1] == seen[-3]:
+            break
+    # Then read it all: nothing lost, nothing duplicated.
+    received = bytearray()
+    while chunk := await reader.read(1 << 20):
+        received += chunk
+        if received.endswith(b"0\r\n\r\n"):
+            break
+    writer.close()
+    return seen[-1], sent(), received.count(b"event: delta\n")

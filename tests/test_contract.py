@@ -369,3 +369,17 @@ def test_an_egress_proxy_from_the_environment_is_used(make_relay, upstream, monk
     reply = post_chat(relay)
     assert reply.events[-1] == "done"
     assert upstream.requests[0].line == "POST http://api.example.invalid/v1/messages HTTP/1.1"
+
+
+def test_a_message_start_that_is_not_an_object_is_a_clean_502(make_relay, upstream, server_loop):
+    relay = make_relay(upstream_retries=0)
+    bad_start = ("event", "message_start", {"type": "message_start", "message": "oops"})
+    upstream.push([bad_start, ("stall",)])
+    reply = post_chat(relay)
+    assert reply.status == 502
+    assert reply.json() == {
+        "error": {"type": "upstream_error", "message": "The upstream sent an unreadable event."}
+    }
+    assert "content-security-policy" in reply.headers
+    conn = server_loop.call(lambda: upstream.requests[0].conn)
+    assert server_loop.wait_for(lambda: conn.closed is not None, 1), "the upstream was left open"

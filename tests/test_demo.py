@@ -1,11 +1,12 @@
 """Demo mode: no key, the embedded upstream, the very same relay path."""
 
+import asyncio
 import time
 
 import httpx2
 
 from app.config import Settings
-from tests.support import post_chat
+from tests.support import RawClient, post_chat
 
 
 def demo_relay(make_relay, **settings):
@@ -66,3 +67,26 @@ def test_demo_streams_at_a_human_pace(make_relay):
     rate = 20 / (stamps[-1] - stamps[0])
     # "Tens of tokens per second": readable as it arrives, not instant.
     assert 8 < rate < 100, f"{rate:.1f} tokens/s"
+
+
+def test_a_demo_chat_the_caller_leaves_is_cancelled_at_once(make_relay, relay_log, server_loop):
+    # The demo upstream is a generator, not a socket: nothing fails its pending read when
+    # the caller goes, so only the stream's own cancel scope can end it.
+    relay = demo_relay(make_relay, demo_token_delay=0.05)
+    runtime = relay.state.runtime
+
+    async def run() -> RawClient:
+        client = RawClient(relay.url, "A long answer, please")
+        await client.open()
+        await client.read_until(b"event: delta")
+        client.hang_up()
+        return client
+
+    client = asyncio.run(run())
+    assert server_loop.wait_for(lambda: not runtime.streams, 2), "the demo stream ran on"
+    ended_after = time.monotonic() - client.closed_at
+    assert ended_after < 0.1, f"the demo stream ended {ended_after * 1000:.0f} ms after the caller"
+    assert server_loop.wait_for(lambda: len(relay_log.chats) == 1, 1)
+    line = relay_log.chats[0]
+    assert line["outcome"] == "cancelled" and line["mode"] == "demo"
+    assert line["deltas"] < 10

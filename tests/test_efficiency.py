@@ -6,13 +6,13 @@ import json
 import statistics
 import time
 import tracemalloc
-from urllib.parse import urlsplit
 
 import anthropic
 import httpx2
 
 from app.stream import Stream
 from tests.fake_upstream import message_end, message_start
+from tests.support import read_a_flood_late
 
 DELTAS = 20_000
 TEXT = "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ."  # 64 chars
@@ -107,35 +107,7 @@ def test_memory_does_not_grow_with_the_answer():
 def test_a_reader_that_stops_reading_stops_the_upstream(relay, upstream, server_loop):
     count, text = 100_000, "x" * 300  # ~40 MB from the upstream, far beyond socket buffers
     upstream.default = [message_start(), ("flood", count, text), *message_end()]
-    url = urlsplit(relay.url)
-
-    async def run() -> tuple[int, int, int]:
-        reader, writer = await asyncio.open_connection(url.hostname, url.port)
-        body = b'{"message": "flood"}'
-        writer.write(
-            b"POST /api/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n%s" % (len(body), body)
-        )
-        await writer.drain()
-        # Read nothing for a while: the relay must stop reading from the upstream.
-        sent = []
-        for _ in range(20):
-            await asyncio.sleep(0.25)
-            sent.append(server_loop.call(lambda: upstream.requests[0].conn.bytes_sent))
-            if len(sent) >= 3 and sent[-1] == sent[-3]:
-                break
-        stalled_at = sent[-1]
-        # Then read it all: nothing lost, nothing duplicated.
-        received = bytearray()
-        while chunk := await reader.read(1 << 20):
-            received += chunk
-            if received.endswith(b"0\r\n\r\n"):
-                break
-        writer.close()
-        total = server_loop.call(lambda: upstream.requests[0].conn.bytes_sent)
-        return stalled_at, total, received.count(b"event: delta\n")
-
-    stalled_at, total, deltas = asyncio.run(run())
+    stalled_at, total, deltas = asyncio.run(read_a_flood_late(relay, upstream, server_loop))
     print(f"\nupstream stalled after {stalled_at / 1e6:.1f} of {total / 1e6:.1f} MB")
     assert stalled_at < total / 2, (
         "the relay kept reading the upstream for a reader that did not read"

@@ -8,7 +8,7 @@ import httpx2
 import pytest
 
 from tests.fake_upstream import answer, error_event, http_error, message_start, text_block
-from tests.support import RawClient, post_chat
+from tests.support import PROMPTLY, RawClient, post_chat
 
 STALL = [message_start(), *text_block(0, ["held "])[:-1], ("stall",)]
 
@@ -373,19 +373,21 @@ def test_a_caller_gone_during_a_retry_does_not_start_the_next_attempt(
 
 def test_a_caller_gone_while_reconnecting_stops_the_new_attempt(make_relay, upstream, server_loop):
     relay = make_relay(upstream_retries=2)
-    slow_second = [("sleep", 0.5), *answer(*[f"w{i} " for i in range(200)], delay=0.02)]
-    upstream.push([message_start(), error_event("overloaded_error", "o")], slow_second)
+    # The second attempt's upstream never answers: only the stream's own end can stop it.
+    upstream.push([message_start(), error_event("overloaded_error", "o")], [("hang",)])
 
-    async def run() -> None:
+    async def run() -> RawClient:
         client = RawClient(relay.url, "reconnect")
         await client.open()
         await client.read_until(b"HTTP/1.1 200")
-        await asyncio.sleep(0.2)  # the second attempt is waiting for its message_start
+        assert server_loop.wait_for(lambda: len(upstream.requests) == 2, 2)
+        await asyncio.sleep(0.05)  # the second attempt is waiting for its headers
         client.hang_up()
-        await asyncio.sleep(0.6)  # ...which arrives now
+        return client
 
-    asyncio.run(run())
-    assert len(upstream.requests) == 2
-    assert server_loop.wait_for(lambda: upstream.responses_in_flight() == 0, 1.0), (
-        "the second attempt streamed on to a caller who had left"
+    client = asyncio.run(run())
+    second = server_loop.call(lambda: upstream.requests[1].conn)
+    assert server_loop.wait_for(lambda: second.closed is not None, 2), (
+        "the new attempt went on for a caller who had left"
     )
+    assert second.closed - client.closed_at < PROMPTLY

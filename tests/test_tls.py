@@ -1,5 +1,5 @@
-"""The relay against an HTTPS upstream (as the real API is), through its own network
-backend: the handshake, a whole stream, a prompt close on cancellation, a bad certificate."""
+"""The relay against an HTTPS upstream (as the real API is): the handshake, a whole stream,
+backpressure, a prompt close on cancellation, a bad certificate."""
 
 import asyncio
 import ssl
@@ -7,8 +7,8 @@ import ssl
 import pytest
 import trustme
 
-from tests.fake_upstream import FakeUpstream, answer
-from tests.support import PROMPTLY, RawClient, close_latency, post_chat
+from tests.fake_upstream import FakeUpstream, answer, message_end, message_start
+from tests.support import PROMPTLY, RawClient, close_latency, post_chat, read_a_flood_late
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,15 @@ def test_an_untrusted_certificate_is_refused(make_relay, tls_upstream, monkeypat
     assert reply.status == 502
     assert reply.json()["error"]["type"] == "upstream_error"
     assert tls_upstream.requests == []
+
+
+def test_a_slow_reader_gets_the_whole_answer_over_tls(make_relay, tls_upstream, server_loop):
+    # Backpressure must resume reading once the caller reads again, over TLS as over plain
+    # HTTP: nothing lost, no idle timeout while the relay waits for the caller.
+    count = 100_000  # ~40 MB: far beyond the socket buffers on both sides
+    tls_upstream.default = [message_start(), ("flood", count, "x" * 300), *message_end()]
+    relay = make_relay(anthropic_base_url=tls_upstream.url)
+    stalled_at, total, deltas = asyncio.run(read_a_flood_late(relay, tls_upstream, server_loop))
+    print(f"\nTLS upstream stalled after {stalled_at / 1e6:.1f} of {total / 1e6:.1f} MB")
+    assert stalled_at < total / 2, "the relay kept reading for a reader that did not read"
+    assert deltas == count
