@@ -4,8 +4,6 @@ Everything here answers before the upstream is called, and costs nothing per del
 """
 
 import hmac
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from fastapi import Request
 
@@ -42,16 +40,6 @@ class StreamSlots:
         self.per_client = per_client
         self.active = 0
         self.by_client: dict[str, int] = {}
-
-    @contextmanager
-    def held(self, client: str) -> Iterator[None]:
-        """One slot for `client` while the block runs; raises `ApiError` (503 or 429) if
-        none is free."""
-        self.acquire(client)
-        try:
-            yield
-        finally:
-            self.release(client)
 
     def acquire(self, client: str) -> None:
         if self.active >= self.total:

@@ -6,7 +6,6 @@ step runs even when an earlier one raises.
 """
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -49,19 +48,24 @@ class Runtime:
         return stream
 
     async def _life(self, stream: Stream, log_content: bool) -> None:
-        with contextlib.ExitStack() as cleanup:
-            try:
-                cleanup.enter_context(self.slots.held(stream.client_key))
-            except ApiError as refused:
-                stream.ready.set_result(refused)
-                return
-            self.streams.add(stream)
-            cleanup.callback(self.streams.discard, stream)
-            telemetry.ACTIVE.inc()
-            cleanup.callback(telemetry.ACTIVE.dec)
-            messages = stream.params["messages"] if log_content else None
-            cleanup.callback(telemetry.stream_ended, stream, messages)
+        try:
+            self.slots.acquire(stream.client_key)
+        except ApiError as refused:
+            stream.ready.set_result(refused)
+            return
+        # Plain try/finally (not an ExitStack: a deque per stream): every step runs.
+        self.streams.add(stream)
+        telemetry.ACTIVE.inc()
+        try:
             await stream.run()
+        finally:
+            try:
+                messages = stream.params["messages"] if log_content else None
+                telemetry.stream_ended(stream, messages)
+            finally:
+                telemetry.ACTIVE.dec()
+                self.streams.discard(stream)
+                self.slots.release(stream.client_key)
 
     async def drain(self, grace: float) -> None:
         """Refuse new streams, let those running finish for up to `grace` seconds, then end

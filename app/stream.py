@@ -21,7 +21,7 @@ from app import telemetry
 from app.errors import SHUTDOWN, ApiError, shutting_down
 from app.outbox import Outbox
 from app.translate import Answer, failure_frames, message_started, translate
-from app.upstream import READ_ERRORS, close_shielded, drain, open_upstream, read_failure
+from app.upstream import READ_ERRORS, drain, open_upstream, read_failure
 
 
 @dataclass(eq=False)  # a stream is an identity, kept in a set while it runs
@@ -117,7 +117,7 @@ class Stream:
         except READ_ERRORS as exc:
             raise read_failure(exc, self.idle_timeout) from None
         finally:
-            await close_shielded(upstream.close)
+            await upstream.close()
 
     def _opened(self) -> None:
         # The first `message_start` decides the 200; a retried attempt's changes nothing.

@@ -5,8 +5,7 @@ into exceptions; the relay then decodes the raw body with its incremental SSE de
 parses only what it forwards (no `MessageStream` snapshot).
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,8 @@ from app.sse import SSEDecodeError, decode_events, parse_json
 CLOSE_TIMEOUT = 2.0
 # What a failing read of the upstream body raises, whatever the transport.
 READ_ERRORS = (httpx2.HTTPError, aiohttp.ClientError, OSError, SSEDecodeError)
+# SSE is small text; an identity body can be read as the raw bytes it is.
+IDENTITY_ENCODING = {"accept-encoding": "identity"}
 
 
 @dataclass(slots=True)
@@ -30,30 +31,49 @@ class Upstream:
 
     message_start: bytes
     events: AsyncIterator[tuple[bytes, bytes]]
-    close: Callable[[], Awaitable[None]]
+    body: Any  # the transport's byte stream (or httpx2's response): what `aclose` frees
+
+    async def close(self) -> None:
+        """Close the upstream at once; shielded, so a cancelled caller closes it too (or
+        the connection would stay open and keep generating tokens)."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
+            try:
+                await self.events.aclose()  # type: ignore[attr-defined]
+            finally:
+                await self.body.aclose()
 
 
 async def open_upstream(client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> Upstream:
     """Start one upstream stream and read up to its `message_start`; raises `ApiError`.
 
-    The caller owns the result and must `close_shielded(upstream.close)` it."""
-    stack = AsyncExitStack()
+    The caller owns the result and must `await upstream.close()`."""
+    upstream = None
     try:
-        response = await stack.enter_async_context(
-            client.messages.with_streaming_response.create(**params, stream=True)
+        sdk_stream = await client.messages.create(
+            **params, stream=True, extra_headers=IDENTITY_ENCODING
         )
-        events = decode_events(response.http_response.aiter_bytes())
-        stack.push_async_callback(events.aclose)
-        async for name, data in events:
+        # From here on the relay holds only the transport's byte stream: not the SDK's
+        # wrappers, nor httpx2's request and response (with the request body), for as
+        # long as the answer streams. With an identity encoding it is the raw body.
+        response = sdk_stream.response
+        if response.headers.get("content-encoding"):  # compressed anyway: httpx2 decodes
+            body, chunks = response, response.aiter_bytes()
+        else:
+            body, chunks = response.stream, aiter(response.stream)
+        del sdk_stream, response
+        upstream = Upstream(b"", decode_events(chunks), body)
+        async for name, data in upstream.events:
             if name == b"message_start":
-                return Upstream(data, events, stack.pop_all().aclose)
+                upstream.message_start = data
+                return upstream
             if name == b"error":
                 raise upstream_error(*event_error(parse_json(data)))
         raise ApiError(
             502, "upstream_error", "The upstream closed before the answer started.", retryable=True
         )
     except BaseException as exc:
-        await close_shielded(stack.aclose)
+        if upstream is not None:
+            await upstream.close()
         if isinstance(exc, (anthropic.APIError, httpx2.HTTPError, aiohttp.ClientError, OSError)):
             raise from_sdk(exc) from None
         if isinstance(exc, (SSEDecodeError, ValueError)):
@@ -70,13 +90,6 @@ def read_failure(exc: BaseException, idle_timeout: float) -> ApiError:
     return ApiError(
         502, "upstream_error", "The upstream connection failed mid-answer.", retryable=True
     )
-
-
-async def close_shielded(close: Callable[[], Awaitable[None]]) -> None:
-    # Called from a cancelled scope too (the caller went away): shield the close, or the
-    # upstream connection would stay open and keep generating tokens.
-    with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
-        await close()
 
 
 async def drain(upstream: Upstream) -> None:
