@@ -24,6 +24,8 @@ COLUMNS = [
     ("500: CPU µs/delta", "conc500", "cpu_us_per_delta", 1, True),
     ("thru: deltas/s", "throughput", "deltas_per_s", 0, False),
     ("thru: CPU µs/delta", "throughput", "cpu_us_per_delta", 1, True),
+    ("chat: CPU ms", "chats", "cpu_ms_per_chat", 2, True),
+    ("chat: TTFB p99 ms", "chats", "ttfb_ms_p99", 1, False),
     ("cancel p50 ms", "cancel", "close_ms_p50", 2, False),
     ("cancel p99 ms", "cancel", "close_ms_p99", 2, False),
     ("sent after close", "cancel", "deltas_after_close", 0, False),

@@ -93,6 +93,29 @@ async def throughput(relay, upstream, scale: float) -> dict:
     }
 
 
+async def short_chats(relay, upstream, scale: float) -> dict:
+    """What a request itself costs: 1,000 one-delta chats, 10 at a time."""
+    await warm(relay)
+    n, at_once = max(10, int(1000 * scale)), asyncio.Semaphore(10)
+    cpu0, t0 = relay.cpu(), time.monotonic()
+
+    async def one(i: int):
+        async with at_once:
+            return await stream(relay.port, f"chat-{i}", 1, 0.0)
+
+    results = await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed, cpu = time.monotonic() - t0, relay.cpu() - cpu0
+    ttfb = [(r.first_byte - r.started) / 1e6 for r in results if r.first_byte]
+    return {
+        "chats": n,
+        "chats_per_s": n / elapsed,
+        "cpu_ms_per_chat": cpu / n * 1e3,
+        "ttfb_ms_p50": percentile(ttfb, 50),
+        "ttfb_ms_p99": percentile(ttfb, 99),
+        "errors": sum(r.error is not None for r in results),
+    }
+
+
 async def cancellation(relay, upstream, scale: float) -> dict:
     await warm(relay)
     n = max(1, int(200 * scale))
@@ -182,6 +205,7 @@ ALL = {
     "conc500": concurrency_500,
     "conc1000": concurrency_1000,
     "throughput": throughput,
+    "chats": short_chats,
     "cancel": cancellation,
     "idle": idle_memory,
     "long": long_answer,

@@ -30,6 +30,7 @@ def test_the_bench_runs(tmp_path):
             "conc500",
             "cancel",
             "idle",
+            "chats",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -47,4 +48,5 @@ def test_the_bench_runs(tmp_path):
         assert scenarios["conc500"]["cpu_us_per_delta"] > 0
         assert scenarios["cancel"]["not_closed"] == 0, relay
         assert isinstance(scenarios["idle"]["kb_per_stream"], float)
+        assert scenarios["chats"]["errors"] == 0 and scenarios["chats"]["cpu_ms_per_chat"] > 0
     assert results["product"]["cancel"]["deltas_after_close"] == 0
