@@ -4,6 +4,7 @@ Everything here answers before the upstream is called, and costs nothing per del
 """
 
 import hmac
+import ipaddress
 
 from fastapi import Request
 
@@ -29,7 +30,21 @@ def check_token(request: Request, settings: Settings) -> None:
 def client_key(request: Request) -> str:
     # uvicorn replaces the peer address with the proxy's X-Forwarded-For only for the
     # proxies named by --forwarded-allow-ips, so a caller cannot pick its own key.
-    return request.client.host if request.client else "unknown"
+    return address_key(request.client.host) if request.client else "unknown"
+
+
+def address_key(host: str) -> str:
+    """One key per IPv4 address, and per IPv6 /64: one IPv6 host usually holds a whole /64,
+    so keying the full address would hand it a fresh limit per address."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64]  # not an address (a unix socket, a test client): bounded anyway
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # ::ffff:a.b.c.d is the IPv4 host a.b.c.d
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 class StreamSlots:

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     def _blank_key_is_none(cls, value: object) -> object:
         # `ANTHROPIC_API_KEY=` in a .env file means "no key" (demo mode); likewise the token.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _default_model_is_allowed(self) -> "Settings":
+        # Otherwise every request that names no model would be refused.
+        if self.allowed_models and self.default_model not in self.allowed_models:
+            raise ValueError(
+                f"DEFAULT_MODEL ({self.default_model!r}) must be one of ALLOWED_MODELS "
+                f"({', '.join(self.allowed_models)})"
+            )
+        return self
 
     @property
     def mode(self) -> str:

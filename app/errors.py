@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from app.telemetry import printable
+
 log = logging.getLogger("chat_relay")
 
 UPSTREAM_FAILED = "The upstream service failed; try again later."
@@ -50,17 +52,23 @@ def shutting_down() -> ApiError:
     return ApiError(503, *SHUTDOWN, {"Retry-After": RETRY_AFTER_SECONDS})
 
 
-# Upstream error type -> (our status, whether the upstream's message may be shown).
-_UPSTREAM_TYPES: dict[str, tuple[int, bool]] = {
-    "invalid_request_error": (400, True),
-    "not_found_error": (400, True),  # e.g. a model name the upstream does not know
-    "request_too_large": (413, True),
-    "rate_limit_error": (429, True),
-    "overloaded_error": (503, True),
-    "timeout_error": (504, True),
+# Upstream error type -> our status, and what the caller is told. The upstream's own words
+# can name the organization, its limits or its internals: they go to the log (escaped) and
+# the caller hears the relay's. The one exception (None here) is a 400's explanation of
+# what is wrong with the caller's own request, which the contract passes on.
+_UPSTREAM_TYPES: dict[str, tuple[int, str | None]] = {
+    "invalid_request_error": (400, None),
+    "not_found_error": (400, None),  # e.g. a model name the upstream does not know
+    "request_too_large": (413, "The request is too large for the upstream."),
+    "rate_limit_error": (429, "The upstream is rate limiting this relay; try again later."),
+    "overloaded_error": (503, "The upstream is overloaded; try again shortly."),
+    "timeout_error": (504, "The upstream did not answer in time."),
 }
 # Upstream error types worth another attempt: the next one may well succeed.
 RETRYABLE_TYPES = frozenset({"overloaded_error", "api_error"})
+# The types a caller may see in an `error` frame mid-answer (any other is `upstream_error`),
+# so neither frames nor metric labels take an upstream's invented type.
+STREAM_ERROR_TYPES = frozenset({*_UPSTREAM_TYPES, *RETRYABLE_TYPES})
 
 _STATUS_TYPES = {
     400: "invalid_request_error",
@@ -73,13 +81,31 @@ _STATUS_TYPES = {
 def upstream_error(
     error_type: str, message: str, headers: dict[str, str] | None = None, status: int = 0
 ) -> ApiError:
-    """An upstream failure by its type (and, from an HTTP answer, its status)."""
+    """An upstream failure before the answer started, by its type (and HTTP status)."""
     # From an HTTP answer, only a 5xx (529 included) is worth another attempt.
     retryable = status >= 500 if status else error_type in RETRYABLE_TYPES
-    mapped, shown = _UPSTREAM_TYPES.get(error_type, (502, False))
-    if not shown:
-        error_type, message = "upstream_error", UPSTREAM_FAILED
-    return ApiError(mapped, error_type, message or error_type, headers, retryable=retryable)
+    mapped, ours = _UPSTREAM_TYPES.get(error_type, (502, UPSTREAM_FAILED))
+    if mapped == 502:
+        error_type = "upstream_error"
+    if error_type == "rate_limit_error" and headers:
+        ours = f"The upstream is rate limiting this relay; try again in {headers['Retry-After']} s."
+    return ApiError(mapped, error_type, ours or message or error_type, headers, retryable=retryable)
+
+
+def stream_error(error_type: str, message: str) -> ApiError:
+    """An upstream `error` event mid-answer: its type (from a known set), our words."""
+    log.warning("upstream error event: %s %s", printable(error_type), printable(message))
+    if error_type not in STREAM_ERROR_TYPES:
+        error_type = "upstream_error"
+    ours = _UPSTREAM_TYPES.get(error_type, (0, None))[1] or UPSTREAM_FAILED
+    return ApiError(502, error_type, ours, retryable=error_type in RETRYABLE_TYPES)
+
+
+def retry_after(value: str | None) -> dict[str, str] | None:
+    """The upstream's Retry-After, if it is a plain number of seconds (bounded)."""
+    if value and value.isdigit() and len(value) <= 6:
+        return {"Retry-After": str(min(int(value), 3600))}
+    return None
 
 
 def event_error(payload: Any) -> tuple[str, str]:
@@ -95,13 +121,14 @@ def from_sdk(exc: Exception) -> ApiError:
     if isinstance(exc, anthropic.APIStatusError):
         error_type, message = event_error(exc.body)
         status = exc.status_code
-        log.warning("upstream answered HTTP %s: %s %s", status, error_type, message)
+        log.warning(
+            "upstream answered HTTP %s: %s %s", status, printable(error_type), printable(message)
+        )
         # The API's own 404 names what it did not find (a model, say); any other 404 is a
         # wrong base URL, an upstream failure like the rest.
         if not (status == 404 and error_type == "not_found_error"):
             error_type = _STATUS_TYPES.get(status, "api_error")
-        retry_after = exc.response.headers.get("retry-after")
-        headers = {"Retry-After": retry_after} if status == 429 and retry_after else None
+        headers = retry_after(exc.response.headers.get("retry-after")) if status == 429 else None
         return upstream_error(error_type, message, headers, status)
     if isinstance(exc, (anthropic.APITimeoutError, httpx2.TimeoutException)):
         return ApiError(504, "timeout_error", "The upstream did not answer in time.")
@@ -144,7 +171,7 @@ def install(app: FastAPI) -> None:
         return ApiError(exc.status_code, error_type, str(exc.detail), exc.headers).response()
 
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, printable(request.url.path))
         return ApiError(500, "internal_error", "Internal error.").response()
 
     app.add_exception_handler(ApiError, on_api_error)

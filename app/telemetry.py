@@ -105,7 +105,16 @@ def stream_ended(stream: "Stream", messages: object) -> None:
     }
     if messages is not None:
         line["messages"] = messages
-    log.info(json.dumps(line, ensure_ascii=False))
+    # ASCII JSON: caller text (with LOG_CONTENT) can hold newlines, control and bidi
+    # characters; escaped, a log line stays one line of printable text.
+    log.info(json.dumps(line))
+
+
+def printable(value: object, limit: int = 300) -> str:
+    """`value` for a log line: escaped to printable ASCII, on one line, bounded."""
+    text = str(value)
+    escaped = json.dumps(text[:limit])[1:-1]
+    return escaped + ("..." if len(text) > limit else "")
 
 
 def stream_started() -> None:

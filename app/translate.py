@@ -8,7 +8,7 @@ the text, so each delta costs the same at the end of a long answer as at its sta
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.errors import RETRYABLE_TYPES, ApiError, event_error
+from app.errors import ApiError, event_error, stream_error
 from app.sse import delta_frame, encode_frame, error_frame, parse_json
 
 UNREADABLE = "The upstream sent an unreadable event."
@@ -63,9 +63,7 @@ def translate(answer: Answer, name: bytes, data: bytes) -> bytes | None:
             done = encode_frame(b"done", done_payload(answer))
             return done if answer.deltas else start_frame(answer) + done
         if name == b"error":
-            # Mid-answer, the caller hears the upstream's own error type.
-            error_type, message = event_error(parse_json(data))
-            raise ApiError(502, error_type, message, retryable=error_type in RETRYABLE_TYPES)
+            raise stream_error(*event_error(parse_json(data)))
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ApiError(502, "upstream_error", UNREADABLE, retryable=True) from None
     # ping, content_block_start/stop, and any event type the API adds later.

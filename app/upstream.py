@@ -5,6 +5,7 @@ into exceptions; the relay then decodes the raw body with its incremental SSE de
 parses only what it forwards (no `MessageStream` snapshot).
 """
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,9 @@ import httpx2
 
 from app.errors import ApiError, event_error, from_sdk, upstream_error
 from app.sse import SSEDecodeError, decode_events, parse_json
+from app.telemetry import printable
+
+log = logging.getLogger("chat_relay")
 
 # How long closing the upstream may take, even from a cancelled scope.
 CLOSE_TIMEOUT = 2.0
@@ -67,7 +71,11 @@ async def open_upstream(client: anthropic.AsyncAnthropic, params: dict[str, Any]
                 upstream.message_start = data
                 return upstream
             if name == b"error":
-                raise upstream_error(*event_error(parse_json(data)))
+                error_type, message = event_error(parse_json(data))
+                log.warning(
+                    "upstream error event: %s %s", printable(error_type), printable(message)
+                )
+                raise upstream_error(error_type, message)
         raise ApiError(
             502, "upstream_error", "The upstream closed before the answer started.", retryable=True
         )

@@ -51,7 +51,9 @@ class CachedStatic(StaticFiles):
 
     def file_response(self, full_path, stat_result, scope, status_code=200):  # type: ignore[no-untyped-def]
         response = super().file_response(full_path, stat_result, scope, status_code)
-        immutable = "/vendor/" in str(full_path)
+        # The path inside static/, not the absolute one: an install path that happens to
+        # contain /vendor/ must not make every file immutable.
+        immutable = Path(full_path).is_relative_to(STATIC / "vendor")
         response.headers["cache-control"] = (
             "public, max-age=31536000, immutable" if immutable else "no-cache"
         )

@@ -271,13 +271,36 @@ def test_mid_stream_failures_end_with_one_error_frame(
     )
 
 
-def test_upstream_error_message_reaches_the_client(make_relay, upstream):
+ORG_TEXT = "Org org_01SECRET has hit 4,000,000 tokens/min (tier 4)\n\u202egnp.live"
+
+
+def test_upstream_error_text_mid_answer_goes_to_the_log_not_the_caller(
+    make_relay, upstream, relay_log
+):
     relay = make_relay(upstream_retries=0)
-    upstream.push([message_start(), error_event("overloaded_error", "Overloaded right now")])
-    assert post_chat(relay).frames[-1] == (
-        "error",
-        {"error": {"type": "overloaded_error", "message": "Overloaded right now"}},
+    upstream.push(
+        [message_start(), *text_block(0, ["x"])[:-1], error_event("overloaded_error", ORG_TEXT)]
     )
+    reply = post_chat(relay)
+    assert reply.frames[-1] == (
+        "error",
+        {
+            "error": {
+                "type": "overloaded_error",
+                "message": "The upstream is overloaded; try again shortly.",
+            }
+        },
+    )
+    assert "org_01SECRET" not in reply.text
+    # The operator still sees it: escaped, on one line.
+    line = next(line for line in relay_log.lines if "org_01SECRET" in line)
+    assert "\n" not in line and "\u202e" not in line and "\\u202e" in line
+
+
+def test_an_invented_upstream_error_type_is_not_passed_on(make_relay, upstream):
+    relay = make_relay(upstream_retries=0)
+    upstream.push([message_start(), *text_block(0, ["x"])[:-1], error_event("x" * 500, "made up")])
+    assert post_chat(relay).frames[-1][1]["error"]["type"] == "upstream_error"
 
 
 # Before the stream starts: a plain HTTP status with a JSON error body.
@@ -335,13 +358,22 @@ def test_upstream_401_details_are_not_shown(relay, upstream):
     assert "x-api-key" not in reply.text and "authentication" not in reply.text
 
 
-def test_429_passes_on_retry_after(relay, upstream):
-    upstream.push(http_error(429, "rate_limit_error", "Rate limited", {"retry-after": "17"}))
+def test_429_passes_on_retry_after_in_the_relays_words(relay, upstream):
+    upstream.push(http_error(429, "rate_limit_error", ORG_TEXT, {"retry-after": "17"}))
     reply = post_chat(relay)
     assert reply.status == 429
     assert reply.headers["retry-after"] == "17"
-    assert reply.json()["error"] == {"type": "rate_limit_error", "message": "Rate limited"}
+    assert reply.json()["error"] == {
+        "type": "rate_limit_error",
+        "message": "The upstream is rate limiting this relay; try again in 17 s.",
+    }
     assert len(upstream.requests) == 1, "a 429 is the caller's to retry, not the relay's"
+
+
+def test_an_odd_retry_after_is_not_passed_on(relay, upstream):
+    upstream.push(http_error(429, "rate_limit_error", "r", {"retry-after": "soon\x7f<script>"}))
+    reply = post_chat(relay)
+    assert reply.status == 429 and "retry-after" not in reply.headers
 
 
 def test_unreachable_upstream_is_502(make_relay):
