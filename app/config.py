@@ -19,6 +19,9 @@ class Settings(BaseSettings):
 
     # Request and stream limits.
     max_body_bytes: int = Field(1024 * 1024, ge=1)
+    # Turns one conversation may hold: far more than people type, few enough that checking
+    # them is cheap.
+    max_turns: int = Field(1000, ge=1)
     ping_interval: float = Field(15.0, gt=0)
     stream_idle_timeout: float = Field(60.0, gt=0)
     upstream_connect_timeout: float = Field(10.0, gt=0)

@@ -139,13 +139,18 @@ def from_sdk(exc: Exception) -> ApiError:
 def _describe(errors: list[dict[str, Any]]) -> str:
     parts = []
     for error in errors[:5]:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        # A location can be a caller's field name of any length: never echo it whole.
+        where = ".".join(_short(str(p)) for p in error.get("loc", ()) if p != "body")
         if error.get("type") == "extra_forbidden":
             what = "unknown field (accepted: message, messages, system, model, max_tokens)"
         else:
             what = str(error["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {what}" if where else what)
     return "; ".join(parts)
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def invalid_request(errors: list[dict[str, Any]]) -> ApiError:

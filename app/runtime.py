@@ -29,6 +29,8 @@ class Runtime:
         # The loop holds tasks only weakly: these are the strong references.
         self.tasks: set[asyncio.Task[None]] = set()
         self.draining = False
+        # Metric labels come from a fixed set: the models a request may name, or `other`.
+        self.model_labels = frozenset(settings.allowed_models or [settings.default_model])
 
     def start(self, params: dict[str, Any], client_key: str, *, log_content: bool) -> Stream:
         """Start a stream's task; its `ready` says how it opened (a refusal included)."""
@@ -53,6 +55,8 @@ class Runtime:
         except ApiError as refused:
             stream.ready.set_result(refused)
             return
+        messages = stream.params["messages"] if log_content else None
+        label = stream.model if stream.model in self.model_labels else "other"
         # Plain try/finally (not an ExitStack: a deque per stream): every step runs.
         self.streams.add(stream)
         telemetry.ACTIVE.inc()
@@ -60,8 +64,7 @@ class Runtime:
             await stream.run()
         finally:
             try:
-                messages = stream.params["messages"] if log_content else None
-                telemetry.stream_ended(stream, messages)
+                telemetry.stream_ended(stream, messages, label)
             finally:
                 telemetry.ACTIVE.dec()
                 self.streams.discard(stream)

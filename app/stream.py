@@ -38,6 +38,7 @@ class Stream:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     # Resolved once the HTTP status is decided: None for a 200 stream, else the error.
     ready: "asyncio.Future[ApiError | None]" = field(init=False)
+    model: str = field(init=False)
     status: int = 0
     started: float = field(default_factory=time.monotonic)
     first_delta: float | None = None
@@ -48,6 +49,7 @@ class Stream:
     ended_by: str | None = None
 
     def __post_init__(self) -> None:
+        self.model = self.params["model"]
         self.answer = Answer(self.mode)
         self.ready = asyncio.get_running_loop().create_future()
 
@@ -103,6 +105,9 @@ class Stream:
                     continue
                 if self.first_delta is None and answer.deltas:
                     self.first_delta = time.monotonic()
+                    # No retry from here on: the conversation (up to MAX_BODY_BYTES) need
+                    # not be held for the rest of the answer.
+                    self.params = {}
                 await outbox.put(frame)
                 if answer.done:
                     self.outcome = "done"

@@ -62,12 +62,11 @@ def metrics_body() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
-def stream_ended(stream: "Stream", messages: object) -> None:
+def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
     """Account for one stream, however it ended: metrics and its JSON log line."""
     if stream.status != 200:
         return  # ended before it started: the caller got a plain HTTP error, or left
     now = time.monotonic()
-    model = str(stream.params.get("model"))
     usage = stream.usage
     input_tokens = int(usage.get("input_tokens") or 0)
     # Cancelled or failed: the last figure the upstream reported may lag behind the text
@@ -77,8 +76,8 @@ def stream_ended(stream: "Stream", messages: object) -> None:
     DURATION.observe(now - stream.started)
     if stream.first_delta is not None:
         TTFD.observe(stream.first_delta - stream.started)
-    INPUT_TOKENS.labels(model).inc(input_tokens)
-    OUTPUT_TOKENS.labels(model).inc(output_tokens)
+    INPUT_TOKENS.labels(model_label).inc(input_tokens)
+    OUTPUT_TOKENS.labels(model_label).inc(output_tokens)
     if stream.outcome == "done":
         COMPLETED.inc()
     elif stream.outcome == "cancelled":
@@ -89,7 +88,7 @@ def stream_ended(stream: "Stream", messages: object) -> None:
         "event": "chat",
         "request_id": request_id.get(),
         "client": stream.client_key,
-        "model": model,
+        "model": stream.model,
         "mode": stream.mode,
         "status": 200,  # a stream; a refused request ends before one starts
         "outcome": stream.outcome,

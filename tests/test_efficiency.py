@@ -2,6 +2,7 @@
 a reader that does not read stops the upstream instead of filling a buffer."""
 
 import asyncio
+import gc
 import json
 import statistics
 import time
@@ -11,8 +12,8 @@ import anthropic
 import httpx2
 
 from app.stream import Stream
-from tests.fake_upstream import message_end, message_start
-from tests.support import read_a_flood_late
+from tests.fake_upstream import message_end, message_start, text_block
+from tests.support import RawClient, read_a_flood_late
 
 DELTAS = 20_000
 TEXT = "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ."  # 64 chars
@@ -113,3 +114,43 @@ def test_a_reader_that_stops_reading_stops_the_upstream(relay, upstream, server_
         "the relay kept reading the upstream for a reader that did not read"
     )
     assert deltas == count
+
+
+def test_an_open_stream_does_not_hold_its_request(relay, upstream, server_loop):
+    # Streams with 500,000-character messages held ~1.5 MB each for the whole answer when
+    # the request stayed referenced; what a stream needs once it is sent is a few KB.
+    upstream.default = [message_start(), *text_block(0, ["held "])[:-1], ("stall",)]
+    big = "y" * 500_000
+    streams = 20
+
+    async def hold(count: int) -> list[RawClient]:
+        clients = [RawClient(relay.url, f"{big} {i}") for i in range(count)]
+        for client in clients:
+            await client.open()
+            await client.read_until(b"event: delta")
+        return clients
+
+    # The test's clients and the fake upstream (which keeps every request it received)
+    # allocate from tests/ frames: what is left is the relay's share.
+    relay_only = [tracemalloc.Filter(False, "*/tests/*", all_frames=True)]
+
+    async def run() -> float:
+        for client in await hold(2):  # warm-up
+            client.hang_up()
+        gc.collect()
+        before = tracemalloc.take_snapshot().filter_traces(relay_only)
+        clients = await hold(streams)
+        await asyncio.sleep(0.2)
+        gc.collect()
+        after = tracemalloc.take_snapshot().filter_traces(relay_only)
+        for client in clients:
+            client.hang_up()
+        return sum(s.size_diff for s in after.compare_to(before, "filename")) / streams
+
+    tracemalloc.start(25)  # frames enough to tell a test's allocation from the relay's
+    try:
+        per_stream = asyncio.run(run())
+    finally:
+        tracemalloc.stop()
+    print(f"\nheld per open stream with a 500,000-character message: {per_stream / 1024:.0f} KiB")
+    assert per_stream < 200 * 1024

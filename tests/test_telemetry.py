@@ -1,0 +1,35 @@
+"""What lands in metrics and logs is bounded, whatever callers and upstreams send."""
+
+import re
+
+import httpx2
+
+from tests.fake_upstream import error_event, message_start, text_block
+from tests.support import post_chat
+
+
+def series(relay, metric: str) -> list[str]:
+    text = httpx2.get(f"{relay.url}/metrics").text
+    return re.findall(rf"^{metric}\{{[^}}]*\}}", text, re.M)
+
+
+def test_caller_chosen_models_do_not_become_metric_labels(make_relay):
+    # Demo mode answers any model name, as any ANTHROPIC_BASE_URL may.
+    relay = make_relay(anthropic_api_key=None, anthropic_base_url=None, demo_token_delay=0)
+    before = set(series(relay, "chat_relay_input_tokens_total"))  # the registry is global
+    for i in range(300):
+        reply = post_chat(relay, {"message": "hi", "model": f"model-{i}", "max_tokens": 1})
+        assert reply.status == 200
+    added = set(series(relay, "chat_relay_input_tokens_total")) - before
+    assert added <= {'chat_relay_input_tokens_total{model="other"}'}, added
+    assert 'chat_relay_input_tokens_total{model="other"}' in before | added
+
+
+def test_an_upstreams_invented_error_types_do_not_become_labels(make_relay, upstream):
+    relay = make_relay(upstream_retries=0)
+    for i in range(20):
+        upstream.push(
+            [message_start(), *text_block(0, ["x"])[:-1], error_event(f"made_up_{i}", "m")]
+        )
+        post_chat(relay)
+    assert not [s for s in series(relay, "chat_relay_streams_failed_total") if "made_up" in s]
