@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app import telemetry
 from app.admission import check_token, client_key
+from app.body import read_body
 from app.errors import ApiError, shutting_down
 from app.models import ChatRequest, upstream_params
 from app.response import ChatResponse
@@ -18,20 +19,6 @@ router = APIRouter()
 
 # What nginx logs for a client that went away before the answer: nobody reads it.
 CLIENT_CLOSED = 499
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed `limit`."""
-    too_large = ApiError(413, "request_too_large", f"The request body exceeds {limit} bytes.")
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
 
 
 async def caller_left_first(request: Request, ready: "asyncio.Future[object]") -> bool:
@@ -88,7 +75,7 @@ async def chat(request: Request) -> Response:
     try:
         return await _chat(request)
     except ApiError as exc:
-        telemetry.rejected(exc.error_type)
+        telemetry.rejected(exc.error_type, exc.status, client_key(request))
         raise
 
 
@@ -98,7 +85,7 @@ async def _chat(request: Request) -> Response:
     if runtime.draining:
         raise shutting_down()
     check_token(request, settings)
-    params = upstream_params(await read_body(request, settings.max_body_bytes), settings)
+    params = upstream_params(await read_body(request, runtime), settings)
 
     stream = runtime.start(params, client_key(request), log_content=settings.log_content)
     try:

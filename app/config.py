@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     # Turns one conversation may hold: far more than people type, few enough that checking
     # them is cheap.
     max_turns: int = Field(1000, ge=1)
+    # Seconds a request body may take to arrive, and how many may be arriving at once:
+    # a slow upload holds a connection and up to MAX_BODY_BYTES of memory.
+    request_timeout: float = Field(10.0, gt=0)
+    max_reading_requests: int = Field(64, ge=1)
     ping_interval: float = Field(15.0, gt=0)
     stream_idle_timeout: float = Field(60.0, gt=0)
     upstream_connect_timeout: float = Field(10.0, gt=0)

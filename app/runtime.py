@@ -29,6 +29,7 @@ class Runtime:
         # The loop holds tasks only weakly: these are the strong references.
         self.tasks: set[asyncio.Task[None]] = set()
         self.draining = False
+        self.reading = 0  # request bodies being read now (app/body.py)
         # Metric labels come from a fixed set: the models a request may name, or `other`.
         self.model_labels = frozenset(settings.allowed_models or [settings.default_model])
 

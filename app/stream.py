@@ -146,4 +146,5 @@ class Stream:
             else:
                 self.outbox.put_nowait(failure_frames(self.answer, *SHUTDOWN))
         elif not self.ready.done():
+            self.status = 499  # what nginx logs for a caller who left before the answer
             self.ready.set_result(ApiError(499, reason, "The caller went away."))

@@ -64,8 +64,8 @@ def metrics_body() -> tuple[bytes, str]:
 
 def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
     """Account for one stream, however it ended: metrics and its JSON log line."""
-    if stream.status != 200:
-        return  # ended before it started: the caller got a plain HTTP error, or left
+    if stream.status not in (200, 499):
+        return  # refused before it started: a plain HTTP error, counted by `rejected`
     now = time.monotonic()
     usage = stream.usage
     input_tokens = int(usage.get("input_tokens") or 0)
@@ -73,24 +73,25 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
     # forwarded, so count at least one token per delta; the line says it is partial.
     output_tokens = max(int(usage.get("output_tokens") or 0), stream.deltas)
     partial = stream.outcome != "done"
-    DURATION.observe(now - stream.started)
-    if stream.first_delta is not None:
-        TTFD.observe(stream.first_delta - stream.started)
-    INPUT_TOKENS.labels(model_label).inc(input_tokens)
-    OUTPUT_TOKENS.labels(model_label).inc(output_tokens)
-    if stream.outcome == "done":
-        COMPLETED.inc()
-    elif stream.outcome == "cancelled":
-        CANCELLED.inc()
-    else:
-        FAILED.labels(stream.outcome).inc()
+    if stream.status == 200:  # started: started = completed + cancelled + failed
+        DURATION.observe(now - stream.started)
+        if stream.first_delta is not None:
+            TTFD.observe(stream.first_delta - stream.started)
+        INPUT_TOKENS.labels(model_label).inc(input_tokens)
+        OUTPUT_TOKENS.labels(model_label).inc(output_tokens)
+        if stream.outcome == "done":
+            COMPLETED.inc()
+        elif stream.outcome == "cancelled":
+            CANCELLED.inc()
+        else:
+            FAILED.labels(stream.outcome).inc()
     line = {
         "event": "chat",
         "request_id": request_id.get(),
         "client": stream.client_key,
         "model": stream.model,
         "mode": stream.mode,
-        "status": 200,  # a stream; a refused request ends before one starts
+        "status": stream.status,  # 200, or 499: the caller left before the answer
         "outcome": stream.outcome,
         "attempts": stream.attempts,
         "ttft_ms": round((stream.first_delta - stream.started) * 1000, 1)
@@ -120,8 +121,13 @@ def stream_started() -> None:
     STARTED.inc()
 
 
-def rejected(reason: str) -> None:
+def rejected(reason: str, status: int, client: str) -> None:
+    """A request refused before any stream (bad input, limits, upstream failures)."""
     REJECTED.labels(reason).inc()
+    if status == 499:
+        # The caller left mid-request: nobody gets an answer, so no access line either.
+        line = {"event": "request", "request_id": request_id.get(), "client": client}
+        log.info(json.dumps({**line, "status": 499, "outcome": reason}))
 
 
 def take_request_id(scope: Scope) -> str:
