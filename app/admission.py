@@ -27,6 +27,47 @@ def check_token(request: Request, settings: Settings) -> None:
         )
 
 
+def check_origin(request: Request, settings: Settings) -> None:
+    """Refuse a browser's cross-site request, and a request to a name we do not serve.
+
+    A cross-site page can POST to the relay without a preflight (a `text/plain` body), so
+    a browser's request (it always sends `Origin` with a POST) must come from this relay's
+    own page or an origin in CORS_ORIGINS. DNS rebinding makes a hostile page same-origin
+    under a name of its own, so the Host must also be one the relay serves: ALLOWED_HOSTS,
+    or by default `localhost` and IP literals. `curl` sends no Origin and keeps working.
+    """
+    host = request.headers.get("host", "")
+    if not host_allowed(host, settings.allowed_hosts):
+        raise ApiError(
+            403,
+            "forbidden",
+            "This relay does not serve that host name; list it in ALLOWED_HOSTS.",
+        )
+    origin = request.headers.get("origin")
+    if origin is None or origin in settings.cors_origins:
+        return
+    if origin not in (f"http://{host}", f"https://{host}"):
+        raise ApiError(
+            403,
+            "forbidden",
+            "Cross-site requests are refused; list the page's origin in CORS_ORIGINS.",
+        )
+
+
+def host_allowed(host: str, allowed: list[str]) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    if allowed:
+        return "*" in allowed or name in {a.lower() for a in allowed}
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def client_key(request: Request) -> str:
     # uvicorn replaces the peer address with the proxy's X-Forwarded-For only for the
     # proxies named by --forwarded-allow-ips, so a caller cannot pick its own key.

@@ -3,11 +3,12 @@
 import asyncio
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import telemetry
-from app.admission import check_token, client_key
+from app.admission import check_origin, check_token, client_key
 from app.body import read_body
 from app.errors import ApiError, shutting_down
 from app.models import ChatRequest, upstream_params
@@ -46,8 +47,10 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    body, content_type = telemetry.metrics_body()
+async def metrics(request: Request) -> Response:
+    if request.app.state.runtime.settings.metrics_port:
+        raise ApiError(404, "not_found", "Not Found")  # served on METRICS_PORT instead
+    body, content_type = await anyio.to_thread.run_sync(telemetry.metrics_body)
     return Response(body, media_type=content_type)
 
 
@@ -84,6 +87,7 @@ async def _chat(request: Request) -> Response:
     settings = runtime.settings
     if runtime.draining:
         raise shutting_down()
+    check_origin(request, settings)
     check_token(request, settings)
     params = upstream_params(await read_body(request, runtime), settings)
 

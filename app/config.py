@@ -39,10 +39,18 @@ class Settings(BaseSettings):
     max_concurrent_streams: int = Field(1000, ge=1)
     max_streams_per_client: int = Field(20, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = []
+    # Host names the API answers to (DNS rebinding): empty means localhost and IP literals
+    # only; "*" any.
+    allowed_hosts: Annotated[list[str], NoDecode] = []
 
     # Failures before the first delta reached the caller are retried, with backoff.
     upstream_retries: int = Field(2, ge=0)
     upstream_retry_backoff: float = Field(0.5, ge=0)
+
+    # Operations: the API docs (/docs, /redoc, /openapi.json) only when asked for, and
+    # the metrics on a port of their own when METRICS_PORT is set (0: /metrics here).
+    api_docs: bool = False
+    metrics_port: int = Field(0, ge=0, le=65535)
 
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     log_content: bool = False
@@ -52,7 +60,7 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator("allowed_models", "cors_origins", mode="before")
+    @field_validator("allowed_models", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

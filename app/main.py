@@ -15,7 +15,7 @@ from app.config import Settings
 from app.lifecycle import handle_sigterm
 from app.response import QuietAbort
 from app.runtime import Runtime
-from app.telemetry import WithRequestId
+from app.telemetry import WithRequestId, serve_metrics
 
 log = logging.getLogger("chat_relay")
 ACCESS_FORMAT = (
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         setup_logging(settings.log_level)
         runtime = app.state.runtime = Runtime(settings, make_client(settings))
         handle_sigterm(runtime)
+        stop_metrics = serve_metrics(settings.metrics_port) if settings.metrics_port else None
         if settings.mode == "demo":
             log.warning(
                 "DEMO MODE: no ANTHROPIC_API_KEY is set; answers come from the embedded "
@@ -60,9 +61,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if stop_metrics:
+                stop_metrics()
             await runtime.close()
 
-    app = FastAPI(title="chat-relay", lifespan=lifespan)
+    docs = settings.api_docs
+    app = FastAPI(
+        title="chat-relay",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.settings = settings
     errors.install(app)
     app.include_router(router)

@@ -8,17 +8,20 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from starlette.types import Scope
 
@@ -53,13 +56,30 @@ REJECTED = Counter("chat_relay_rejected_requests_total", "Requests refused.", ["
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def metrics_body() -> tuple[bytes, str]:
+def _registry() -> CollectorRegistry:
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         # Several workers: each writes its own files; this sums them.
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+        return registry
+    return REGISTRY
+
+
+def metrics_body() -> tuple[bytes, str]:
+    """The exposition; run it off the event loop (it can take a while)."""
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def serve_metrics(port: int) -> Callable[[], None]:
+    """Serve the metrics on their own port, from prometheus-client's own thread, so a
+    Service that exposes only the API port keeps them inside. Returns how to stop."""
+    try:
+        server, _ = start_http_server(port, registry=_registry())
+    except OSError:
+        # Another worker of this pod serves them (in multiprocess mode, for all workers).
+        log.info("metrics port %d is served by another worker", port)
+        return lambda: None
+    return server.shutdown
 
 
 def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 STAMP = re.compile(rb"@(\d+);")
 REQUEST = (
-    b"POST /api/chat HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+    b"POST /api/chat HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
     b"content-length: %d\r\n\r\n%s"
 )
 
@@ -125,7 +125,7 @@ async def _read(reader, writer, result, deltas, close_after, on_delta, headers_o
 
 async def fetch_json(port: int, path: str) -> dict:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET %s HTTP/1.1\r\nhost: bench\r\n\r\n" % path.encode())
+    writer.write(b"GET %s HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n" % path.encode())
     head = await reader.readuntil(b"\r\n\r\n")
     length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
     body = await reader.readexactly(length)

@@ -266,7 +266,7 @@ async def read_a_flood_late(
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
     body = b'{"message": "flood"}'
     writer.write(
-        b"POST /api/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"POST /api/chat HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\n\r\n%s" % (len(body), body)
     )
     await writer.drain()

@@ -19,7 +19,7 @@ def test_a_caller_that_stops_reading_is_ended_after_the_send_timeout(
         _, writer = await asyncio.open_connection(url.hostname, url.port)
         body = b'{"message": "never read"}'
         writer.write(
-            b"POST /api/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"POST /api/chat HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\n\r\n%s" % (len(body), body)
         )
         await writer.drain()

@@ -1,6 +1,7 @@
 """What lands in metrics and logs is bounded, whatever callers and upstreams send."""
 
 import re
+import socket
 
 import httpx2
 
@@ -33,3 +34,23 @@ def test_an_upstreams_invented_error_types_do_not_become_labels(make_relay, upst
         )
         post_chat(relay)
     assert not [s for s in series(relay, "chat_relay_streams_failed_total") if "made_up" in s]
+
+
+def test_api_docs_are_off_unless_asked_for(make_relay):
+    quiet = make_relay()
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        reply = httpx2.get(f"{quiet.url}{path}")
+        assert reply.status_code == 404 and reply.json()["error"]["type"] == "not_found"
+    docs = make_relay(api_docs=True)
+    assert httpx2.get(f"{docs.url}/openapi.json").json()["paths"]["/api/chat"]
+
+
+def test_metrics_on_a_port_of_their_own(make_relay):
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    relay = make_relay(metrics_port=port)
+    assert post_chat(relay).status == 200
+    assert httpx2.get(f"{relay.url}/metrics").status_code == 404  # not on the API's port
+    scraped = httpx2.get(f"http://127.0.0.1:{port}/metrics")
+    assert scraped.status_code == 200 and "chat_relay_streams_started_total" in scraped.text
