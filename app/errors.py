@@ -49,7 +49,8 @@ class ApiError(Exception):
 
 
 def shutting_down() -> ApiError:
-    return ApiError(503, *SHUTDOWN, {"Retry-After": RETRY_AFTER_SECONDS})
+    # Connection: close, so a client's next try reaches a replica that is staying.
+    return ApiError(503, *SHUTDOWN, {"Retry-After": RETRY_AFTER_SECONDS, "Connection": "close"})
 
 
 # Upstream error type -> our status, and what the caller is told. The upstream's own words

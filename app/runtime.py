@@ -14,7 +14,7 @@ import anthropic
 from app import telemetry
 from app.admission import StreamSlots
 from app.config import Settings
-from app.errors import ApiError
+from app.errors import ApiError, shutting_down
 from app.stream import Stream
 
 log = logging.getLogger("chat_relay")
@@ -52,6 +52,8 @@ class Runtime:
 
     async def _life(self, stream: Stream, log_content: bool) -> None:
         try:
+            if self.draining:  # SIGTERM came while its body was arriving
+                raise shutting_down()
             self.slots.acquire(stream.client_key)
         except ApiError as refused:
             stream.ready.set_result(refused)

@@ -159,10 +159,14 @@ function setStreaming(on) {
 
 async function describeHttpError(response) {
   let message = "";
+  let type = "";
   try {
-    message = (await response.json()).error.message;
+    ({ message, type } = (await response.json()).error);
   } catch {
     // not our JSON error: a proxy in between, say
+  }
+  if (type === "server_shutdown") {
+    return "The relay is restarting. Try again in a moment.";
   }
   switch (response.status) {
     case 401:
@@ -192,6 +196,8 @@ function describeFrameError(error) {
       return "The upstream went silent mid-answer.";
     case "rate_limit_error":
       return "Rate limited mid-answer. Try again shortly.";
+    case "server_shutdown":
+      return "The relay restarted mid-answer. Retry to ask again.";
     default:
       return `The answer failed: ${error.message}`;
   }

@@ -195,6 +195,16 @@ def test_rate_limit_before_the_answer_is_shown_and_retry_recovers(chat, upstream
     assert "Hello" in page.answer().inner_text()
 
 
+def test_a_relay_restarting_says_so(chat, server_loop):
+    page = chat()
+    page.allowed.append("status of 503")
+    server_loop.run(page.relay.state.runtime.drain(0))  # what SIGTERM starts
+    page.send("Question")
+    error = page.page.locator(".meta .error")
+    error.wait_for()
+    assert error.inner_text() == "The relay is restarting. Try again in a moment."
+
+
 MARKDOWN = [
     "## A heading\n\n",
     "- one\n- two\n\n",

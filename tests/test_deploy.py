@@ -56,7 +56,8 @@ def test_manifests_agree_with_the_app():
     uvicorn_grace = float(
         re.search(r'"--timeout-graceful-shutdown", "(\d+)"', dockerfile()).group(1)
     )
-    assert pod["terminationGracePeriodSeconds"] > grace + uvicorn_grace
+    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] >= pause + grace + uvicorn_grace
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["requests"]
@@ -65,6 +66,11 @@ def test_manifests_agree_with_the_app():
     # Every configured setting is one the app knows.
     known = {name.upper() for name in Settings.model_fields} | {"FORWARDED_ALLOW_IPS"}
     assert set(config) <= known
+    # Metrics on their own port, which the Service does not expose.
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == int(config["METRICS_PORT"])
+    assert {p["targetPort"] for p in load("service.yaml")["spec"]["ports"]} == {"http"}
+    assert "10.0.0.0/8" not in config["FORWARDED_ALLOW_IPS"]
     # The pod's user is the image's user.
     assert f"USER {pod['securityContext']['runAsUser']}:" in dockerfile()
 
@@ -118,3 +124,18 @@ def test_nginx_example():
     (tls / "nginx.conf").write_text(text)
     result = run(str(nginx), "-t", "-q", "-c", str(tls / "nginx.conf"), "-e", "stderr")
     assert result.returncode == 0, result.stderr
+
+
+# Measured by bench/ (idle scenario): an idle relay's RSS, and RSS per open stream.
+PROCESS_MB, STREAM_MB = 112, 0.072
+
+
+def test_the_memory_limit_covers_the_worst_case():
+    config = load("configmap.yaml")["data"]
+    (container,) = load("deployment.yaml")["spec"]["template"]["spec"]["containers"]
+    limit_mb = int(container["resources"]["limits"]["memory"].removesuffix("Mi")) * 1.048576
+    streams = int(config["MAX_CONCURRENT_STREAMS"])
+    body_mb = int(config["MAX_BODY_BYTES"]) / 2**20
+    reading = int(config["MAX_READING_REQUESTS"])
+    worst = PROCESS_MB + streams * STREAM_MB + reading * 2 * body_mb + streams * 2 * body_mb
+    assert worst <= limit_mb, f"worst case {worst:.0f} MB over the {limit_mb:.0f} MB limit"

@@ -58,21 +58,44 @@ def test_sigterm_drains_then_ends_the_rest(upstream, server_loop, tmp_path):
     try:
         upstream.by_message["short"] = answer(*[f"s{i} " for i in range(8)], delay=0.1)  # ~0.8 s
         upstream.by_message["long"] = answer(*[f"l{i} " for i in range(400)], delay=0.05)  # ~20 s
+        # An upstream that takes longer than the grace to answer at all.
+        upstream.by_message["opening"] = [("sleep", 5), *answer("late")]
 
         async def run() -> tuple[bytes, bytes, int, int, float]:
             short, long = RawClient(url, "short"), RawClient(url, "long")
+            opening = RawClient(url, "opening")
             await short.open()
             await long.open()
+            await opening.open()
             await short.read_until(b"event: delta")
             await long.read_until(b"event: delta")
+            # A request whose body is still arriving when the signal comes.
+            port = int(url.rsplit(":", 1)[1])
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            body = b'{"message": "uploading"}'
+            up_writer.write(
+                b"POST /api/chat HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+                b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                % (len(body), body[:5])
+            )
+            await up_writer.drain()
+            await asyncio.sleep(0.2)
             sent = time.monotonic()
             process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.2)
+            up_writer.write(body[5:])
+            uploaded = await asyncio.wait_for(up_reader.read(), 5)
+            assert uploaded.startswith(b"HTTP/1.1 503"), uploaded
+            assert b'"server_shutdown"' in uploaded
+            up_writer.close()
             # Still answering, but not for new work.
             ready = await asyncio.to_thread(httpx2.get, f"{url}/readyz")
             chat = await asyncio.to_thread(httpx2.post, f"{url}/api/chat", json={"message": "new"})
             await short.read_until(b"event: done")
             await long.read_until(b"event: error")
+            # Still opening when the grace ran out: a clear 503, not a cut connection.
+            await opening.read_until(b"server_shutdown")
+            assert opening.received.startswith(b"HTTP/1.1 503"), opening.received
             exited = await asyncio.to_thread(process.wait, 10)
             del exited
             return (
