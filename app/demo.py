@@ -51,6 +51,8 @@ async def _stream(request: dict[str, Any], delay: float) -> AsyncIterator[bytes]
     answer = re.findall(r"\S+\s*|\s+", demo_answer(request))
     tokens = answer[: request["max_tokens"]]
     stop_reason = "end_turn" if len(tokens) == len(answer) else "max_tokens"
+    # Like a real upstream, keep only the answer: not the conversation (up to a MiB).
+    del request, answer
     message = {
         "id": f"msg_demo_{uuid.uuid4().hex[:24]}",
         "type": "message",
