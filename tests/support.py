@@ -262,14 +262,7 @@ async def read_a_flood_late(
 
     Returns the bytes the upstream had sent when it stalled, all it sent, and the delta
     frames received."""
-    url = urlsplit(relay.url)
-    reader, writer = await asyncio.open_connection(url.hostname, url.port)
-    body = b'{"message": "flood"}'
-    writer.write(
-        b"POST /api/chat HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n\r\n%s" % (len(body), body)
-    )
-    await writer.drain()
+    reader, writer = await raw_post(relay.url, b'{"message": "flood"}')
 
     def sent() -> int:
         return server_loop.call(lambda: upstream.requests[0].conn.bytes_sent)
@@ -290,3 +283,18 @@ async def read_a_flood_late(
             break
     writer.close()
     return seen[-1], sent(), received.count(b"event: delta\n")
+
+
+async def raw_post(
+    url: str, body: bytes, declared: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """POST /api/chat on a raw connection: `body`, under a `declared` length (the whole
+    body's by default; more, and the rest never comes). Nothing is read."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(
+        b"POST /api/chat HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body) if declared is None else declared, body)
+    )
+    await writer.drain()
+    return reader, writer

@@ -3,19 +3,13 @@ caller who leaves mid-upload is one log line."""
 
 import asyncio
 import json
-from urllib.parse import urlsplit
+
+from tests.support import raw_post
 
 
-async def slow_upload(url: str, declared: int = 100_000, sent: int = 1000):
-    """Headers and the first `sent` bytes of a `declared`-byte body, then nothing."""
-    parts = urlsplit(url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    writer.write(
-        b"POST /api/chat HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n\r\n%s" % (declared, b" " * sent)
-    )
-    await writer.drain()
-    return reader, writer
+async def slow_upload(url: str):
+    """Headers and the first 1,000 bytes of a 100,000-byte body, then nothing."""
+    return await raw_post(url, b" " * 1000, declared=100_000)
 
 
 async def answer_of(reader: asyncio.StreamReader) -> tuple[int, bytes]:

@@ -2,9 +2,9 @@
 ended after SEND_TIMEOUT, like one that leaves."""
 
 import asyncio
-from urllib.parse import urlsplit
 
 from tests.fake_upstream import message_end, message_start
+from tests.support import raw_post
 
 
 def test_a_caller_that_stops_reading_is_ended_after_the_send_timeout(
@@ -13,16 +13,9 @@ def test_a_caller_that_stops_reading_is_ended_after_the_send_timeout(
     relay = make_relay(send_timeout=0.5)
     runtime = relay.state.runtime
     upstream.default = [message_start(), ("flood", 100_000, "x" * 300), *message_end()]
-    url = urlsplit(relay.url)
 
     async def run() -> None:
-        _, writer = await asyncio.open_connection(url.hostname, url.port)
-        body = b'{"message": "never read"}'
-        writer.write(
-            b"POST /api/chat HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n%s" % (len(body), body)
-        )
-        await writer.drain()
+        _, writer = await raw_post(relay.url, b'{"message": "never read"}')
         # Hold the connection open and read nothing, as a stuck client would.
         conn_closed = await asyncio.to_thread(
             server_loop.wait_for,

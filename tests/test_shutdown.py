@@ -14,7 +14,7 @@ import httpx2
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.fake_upstream import answer
-from tests.support import API_KEY, RawClient
+from tests.support import API_KEY, RawClient, raw_post
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACE = 1.5
@@ -70,15 +70,8 @@ def test_sigterm_drains_then_ends_the_rest(upstream, server_loop, tmp_path):
             await short.read_until(b"event: delta")
             await long.read_until(b"event: delta")
             # A request whose body is still arriving when the signal comes.
-            port = int(url.rsplit(":", 1)[1])
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
             body = b'{"message": "uploading"}'
-            up_writer.write(
-                b"POST /api/chat HTTP/1.1\r\nhost: 127.0.0.1\r\n"
-                b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                % (len(body), body[:5])
-            )
-            await up_writer.drain()
+            up_reader, up_writer = await raw_post(url, body[:5], declared=len(body))
             await asyncio.sleep(0.2)
             sent = time.monotonic()
             process.send_signal(signal.SIGTERM)
