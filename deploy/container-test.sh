@@ -73,7 +73,7 @@ in_image() { buildah run --isolation chroot --user "$USER_ID" "$ctr" -- "$@"; }
 step "nothing but the runtime inside"
 in_image test ! -e /app/tests || fail "tests are in the image"
 in_image test ! -e /app/.env || fail ".env is in the image"
-for dev in pytest ruff playwright hadolint kubernetes_validate trustme sse_starlette; do
+for dev in pytest ruff playwright hadolint kubernetes_validate trustme; do
   ! in_image python -c "import $dev" 2>/dev/null || fail "dev dependency $dev is in the image"
 done
 in_image python -c "import app.main" || fail "the app does not import with the runtime dependencies"
