@@ -15,6 +15,7 @@ from app.models import ChatRequest, upstream_params
 from app.response import ChatResponse
 from app.runtime import Runtime
 from app.sse import until_disconnected
+from app.stream import Stream
 
 router = APIRouter()
 
@@ -89,9 +90,11 @@ async def _chat(request: Request) -> Response:
         raise shutting_down()
     check_origin(request, settings)
     check_token(request, settings)
-    params = upstream_params(await read_body(request, runtime), settings)
+    params, resumable = upstream_params(await read_body(request, runtime), settings)
 
-    stream = runtime.start(params, client_key(request), log_content=settings.log_content)
+    stream = runtime.start(
+        params, client_key(request), log_content=settings.log_content, resumable=resumable
+    )
     try:
         # The status is decided once the upstream's `message_start` arrives, so every
         # failure before it is plain HTTP; a caller that leaves meanwhile ends the stream.
@@ -106,3 +109,39 @@ async def _chat(request: Request) -> Response:
     return ChatResponse(
         stream, ping_interval=settings.ping_interval, send_timeout=settings.send_timeout
     )
+
+
+def resumable_stream(request: Request, stream_id: str) -> Stream:
+    """The resumable stream `stream_id` names (the id is the capability for it)."""
+    runtime: Runtime = request.app.state.runtime
+    check_origin(request, runtime.settings)
+    check_token(request, runtime.settings)
+    stream = runtime.resumable.get(stream_id)
+    if stream is None:
+        raise ApiError(404, "not_found", "No such stream: unknown, or its window has passed.")
+    return stream
+
+
+@router.get("/api/chat/{stream_id}", response_class=Response)
+async def resume(request: Request, stream_id: str) -> Response:
+    """The frames after `Last-Event-ID` (from the first without it), then the rest live."""
+    stream = resumable_stream(request, stream_id)
+    last = request.headers.get("last-event-id", "0") or "0"
+    if not (last.isdigit() and len(last) <= 9):
+        raise ApiError(400, "invalid_request_error", "Last-Event-ID: a frame id, or none.")
+    stream.resumes += 1
+    telemetry.RESUMED.inc()
+    settings = request.app.state.runtime.settings
+    return ChatResponse(
+        stream,
+        ping_interval=settings.ping_interval,
+        send_timeout=settings.send_timeout,
+        after=int(last),
+    )
+
+
+@router.delete("/api/chat/{stream_id}", status_code=204, response_class=Response)
+async def stop(request: Request, stream_id: str) -> Response:
+    """Stop the stream now: its upstream is closed; a reader hears `cancelled`."""
+    resumable_stream(request, stream_id).end("stopped")
+    return Response(status_code=204)

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     api_docs: bool = False
     metrics_port: int = Field(0, ge=0, le=65535)
 
+    # Seconds a resumable stream (`"resumable": true`) waits for its caller to come back,
+    # and a finished one stays readable; 0 turns resuming off.
+    resume_window: float = Field(30.0, ge=0)
+
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     log_content: bool = False
 

@@ -143,7 +143,9 @@ def _describe(errors: list[dict[str, Any]]) -> str:
         # A location can be a caller's field name of any length: never echo it whole.
         where = ".".join(_short(str(p)) for p in error.get("loc", ()) if p != "body")
         if error.get("type") == "extra_forbidden":
-            what = "unknown field (accepted: message, messages, system, model, max_tokens)"
+            what = (
+                "unknown field (accepted: message, messages, system, model, max_tokens, resumable)"
+            )
         else:
             what = str(error["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {what}" if where else what)

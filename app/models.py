@@ -9,6 +9,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -67,6 +68,8 @@ class ChatRequest(BaseModel):
     system: Text | None = None
     model: ModelName | None = None
     max_tokens: StrictInt | None = None
+    # Ask for an answer that survives a dropped connection (see RESUME_WINDOW).
+    resumable: StrictBool = False
 
     @model_validator(mode="after")
     def _one_conversation(self) -> "ChatRequest":
@@ -77,8 +80,9 @@ class ChatRequest(BaseModel):
         return self
 
 
-def upstream_params(body: bytes, settings: Settings) -> dict[str, Any]:
-    """Validate a raw request body into keyword arguments for `messages.create`.
+def upstream_params(body: bytes, settings: Settings) -> tuple[dict[str, Any], bool]:
+    """Validate a raw request body into keyword arguments for `messages.create`, and
+    whether the caller asked for a resumable answer.
 
     The work is bounded before validation starts: the body by MAX_BODY_BYTES, then one pass
     of a C JSON parser, then the turn count (MAX_TURNS), so a conversation of 37,000 invalid
@@ -127,4 +131,4 @@ def upstream_params(body: bytes, settings: Settings) -> dict[str, Any]:
     }
     if request.system:
         params["system"] = request.system
-    return params
+    return params, request.resumable

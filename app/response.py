@@ -24,9 +24,12 @@ _ended_on_purpose: ContextVar[bool] = ContextVar("ended_on_purpose", default=Fal
 
 
 class ChatResponse(EventSourceResponse):
-    def __init__(self, stream: Stream, *, ping_interval: float, send_timeout: float) -> None:
+    def __init__(
+        self, stream: Stream, *, ping_interval: float, send_timeout: float, after: int = 0
+    ) -> None:
+        self.reader, frames = stream.read(after)
         super().__init__(
-            stream.outbox.frames(),
+            frames,
             headers={"Cache-Control": "no-cache"},
             ping=ping_interval,
             sep="\n",
@@ -37,7 +40,7 @@ class ChatResponse(EventSourceResponse):
         self.stream = stream
 
     async def _caller_left(self, message: Message) -> None:
-        self.stream.end("cancelled")
+        self.stream.left(self.reader)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -46,11 +49,13 @@ class ChatResponse(EventSourceResponse):
             # The caller stopped reading: the stream ends, its slot is freed, and its log
             # line says `send_timeout`. The response cannot be completed (the caller's
             # buffers are full), so uvicorn closes the connection.
-            self.stream.end("send_timeout")
+            if self.stream.stream_id is None:  # a resumable one waits to be resumed
+                self.stream.end("send_timeout")
             _ended_on_purpose.set(True)
         finally:
-            # However the response ended, a stream nobody reads ends with it.
-            self.stream.end("cancelled")
+            # However the response ended, a stream nobody reads ends with it (or, if
+            # resumable, waits RESUME_WINDOW for its caller to come back).
+            self.stream.left(self.reader)
 
 
 class QuietAbort(logging.Filter):

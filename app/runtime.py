@@ -26,6 +26,8 @@ class Runtime:
         self.client = client
         self.slots = StreamSlots(settings.max_concurrent_streams, settings.max_streams_per_client)
         self.streams: set[Stream] = set()
+        # Resumable streams by id: while they run, and RESUME_WINDOW after.
+        self.resumable: dict[str, Stream] = {}
         # The loop holds tasks only weakly: these are the strong references.
         self.tasks: set[asyncio.Task[None]] = set()
         self.draining = False
@@ -33,7 +35,9 @@ class Runtime:
         # Metric labels come from a fixed set: the models a request may name, or `other`.
         self.model_labels = frozenset(settings.allowed_models or [settings.default_model])
 
-    def start(self, params: dict[str, Any], client_key: str, *, log_content: bool) -> Stream:
+    def start(
+        self, params: dict[str, Any], client_key: str, *, log_content: bool, resumable: bool
+    ) -> Stream:
         """Start a stream's task; its `ready` says how it opened (a refusal included)."""
         settings = self.settings
         stream = Stream(
@@ -44,6 +48,7 @@ class Runtime:
             settings.stream_idle_timeout,
             settings.upstream_retries,
             settings.upstream_retry_backoff,
+            settings.resume_window if resumable else 0.0,
         )
         task = asyncio.get_running_loop().create_task(self._life(stream, log_content))
         self.tasks.add(task)
@@ -60,6 +65,8 @@ class Runtime:
             return
         messages = stream.params["messages"] if log_content else None
         label = stream.model if stream.model in self.model_labels else "other"
+        if stream.stream_id is not None:
+            self.resumable[stream.stream_id] = stream
         # Plain try/finally (not an ExitStack: a deque per stream): every step runs.
         self.streams.add(stream)
         telemetry.ACTIVE.inc()
@@ -72,6 +79,10 @@ class Runtime:
                 telemetry.ACTIVE.dec()
                 self.streams.discard(stream)
                 self.slots.release(stream.client_key)
+                if stream.stream_id is not None:  # a finished answer stays readable a while
+                    asyncio.get_running_loop().call_later(
+                        stream.resume_window, self.resumable.pop, stream.stream_id, None
+                    )
 
     async def drain(self, grace: float) -> None:
         """Refuse new streams, let those running finish for up to `grace` seconds, then end

@@ -10,7 +10,9 @@ its `finally` closes the upstream. Ending never depends on how a transport fails
 
 import asyncio
 import random
+import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,7 @@ import anyio
 
 from app import telemetry
 from app.errors import SHUTDOWN, ApiError, shutting_down
+from app.journal import Journal
 from app.outbox import Outbox
 from app.translate import Answer, failure_frames, message_started, translate
 from app.upstream import READ_ERRORS, drain, open_upstream, read_failure
@@ -33,8 +36,14 @@ class Stream:
     idle_timeout: float
     retries: int
     backoff: float
+    # Seconds a resumable stream waits for its caller to come back (0: not resumable).
+    resume_window: float = 0.0
     answer: Answer = field(init=False)
-    outbox: Outbox = field(default_factory=Outbox)
+    outbox: Outbox | Journal = field(default_factory=Outbox)
+    # The handle for resuming and stopping (resumable streams only): 192 random bits.
+    stream_id: str | None = None
+    resumes: int = 0
+    _expiry: asyncio.TimerHandle | None = None
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     # Resolved once the HTTP status is decided: None for a 200 stream, else the error.
     ready: "asyncio.Future[ApiError | None]" = field(init=False)
@@ -51,6 +60,10 @@ class Stream:
     def __post_init__(self) -> None:
         self.model = self.params["model"]
         self.answer = Answer(self.mode)
+        if self.resume_window > 0:
+            self.stream_id = secrets.token_urlsafe(24)
+            self.answer.stream_id = self.stream_id
+            self.outbox = Journal()
         self.ready = asyncio.get_running_loop().create_future()
 
     @property
@@ -66,6 +79,33 @@ class Stream:
         if self.outcome is None and self.ended_by is None:
             self.ended_by = reason
             self.scope.cancel()
+
+    def read(self, after: int = 0) -> tuple[int, AsyncIterator[bytes]]:
+        """A new reader: its number, and the frames it sends (a resumable stream's from
+        frame id `after` on; a new reader takes over from the previous one)."""
+        if isinstance(self.outbox, Journal):
+            reader = self.outbox.attach()
+            if self._expiry is not None:  # someone came back in time
+                self._expiry.cancel()
+                self._expiry = None
+            return reader, self.outbox.follow(reader, after)
+        return 0, self.outbox.frames()
+
+    def left(self, reader: int) -> None:
+        """Reader `reader` went away; one that was taken over from changes nothing."""
+        if isinstance(self.outbox, Journal) and self.outbox.reader != reader:
+            return
+        self.detach()
+
+    def detach(self) -> None:
+        """The reader went away. A stream that is not resumable ends ("cancelled": nobody
+        pays for tokens nobody reads); a resumable one goes on for RESUME_WINDOW, then
+        ends as "expired" unless a reader came back."""
+        if self.stream_id is None:
+            self.end("cancelled")
+        elif self._expiry is None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(self.resume_window, self.end, "expired")
 
     async def run(self) -> None:
         """The stream's task: runs until the answer is complete, failed, or ended."""
@@ -140,7 +180,10 @@ class Stream:
 
     def _ended(self, reason: str) -> None:
         self.outcome = reason
-        if reason == "server_shutdown":
+        if reason == "stopped" and self.ready.done():
+            # An explicit stop (DELETE): a reader still attached hears it.
+            self.outbox.put_nowait(failure_frames(self.answer, "cancelled", "Stopped."))
+        elif reason == "server_shutdown":
             if not self.ready.done():
                 self.ready.set_result(shutting_down())
             else:

@@ -50,6 +50,11 @@ DURATION = Histogram(
 )
 INPUT_TOKENS = Counter("chat_relay_input_tokens_total", "Input tokens billed.", ["model"])
 OUTPUT_TOKENS = Counter("chat_relay_output_tokens_total", "Output tokens billed.", ["model"])
+RESUMED = Counter("chat_relay_streams_resumed_total", "Resumable streams read again.")
+EXPIRED = Counter(
+    "chat_relay_streams_expired_total", "Resumable streams nobody came back to in time."
+)
+STOPPED = Counter("chat_relay_streams_stopped_total", "Streams stopped by DELETE.")
 REJECTED = Counter("chat_relay_rejected_requests_total", "Requests refused.", ["reason"])
 
 # A caller's X-Request-ID is kept only if it is short and plain: it lands in our logs.
@@ -103,6 +108,10 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
             COMPLETED.inc()
         elif stream.outcome == "cancelled":
             CANCELLED.inc()
+        elif stream.outcome == "expired":
+            EXPIRED.inc()
+        elif stream.outcome == "stopped":
+            STOPPED.inc()
         else:
             FAILED.labels(stream.outcome).inc()
     line = {
@@ -114,6 +123,8 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
         "status": stream.status,  # 200, or 499: the caller left before the answer
         "outcome": stream.outcome,
         "attempts": stream.attempts,
+        "resumable": stream.stream_id is not None,
+        "resumes": stream.resumes,
         "ttft_ms": round((stream.first_delta - stream.started) * 1000, 1)
         if stream.first_delta
         else None,

@@ -19,6 +19,7 @@ class Answer:
     """What the translation keeps of one answer, across upstream attempts."""
 
     mode: str
+    stream_id: str | None = None  # resumable streams: the handle, in `start`
     message: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
     stop: dict[str, Any] = field(default_factory=dict)
@@ -78,9 +79,10 @@ def failure_frames(answer: Answer, error_type: str, message: str) -> bytes:
 
 def start_frame(answer: Answer) -> bytes:
     message = answer.message
-    return encode_frame(
-        b"start", {"id": message.get("id"), "model": message.get("model"), "mode": answer.mode}
-    )
+    start = {"id": message.get("id"), "model": message.get("model"), "mode": answer.mode}
+    if answer.stream_id is not None:
+        start["stream_id"] = answer.stream_id
+    return encode_frame(b"start", start)
 
 
 def done_payload(answer: Answer) -> dict[str, Any]:

@@ -1,0 +1,47 @@
+"""A resumable stream's journal: numbered frames, replay from any id, one reader at a time."""
+
+import asyncio
+
+from app.journal import Journal
+
+
+def test_frames_are_numbered_one_by_one_even_two_in_a_chunk():
+    journal = Journal()
+    journal.put_nowait(b"event: start\ndata: {}\n\nevent: delta\ndata: {}\n\n")
+    journal.put_nowait(b"event: done\ndata: {}\n\n")
+    assert [f.split(b"\n")[0] for f in journal.frames] == [b"id: 1", b"id: 2", b"id: 3"]
+
+
+def test_a_reader_gets_what_follows_its_id_then_the_rest_live():
+    async def run() -> bytes:
+        journal = Journal()
+        for name in (b"a", b"b", b"c"):
+            journal.put_nowait(b"event: " + name + b"\ndata: 1\n\n")
+        reader = journal.attach()
+        got = []
+
+        async def follow() -> None:
+            async for chunk in journal.follow(reader, after=1):
+                got.append(chunk)
+
+        task = asyncio.ensure_future(follow())
+        await asyncio.sleep(0)
+        journal.put_nowait(b"event: d\ndata: 1\n\n")
+        journal.close()
+        await task
+        return b"".join(got)
+
+    out = asyncio.run(run())
+    assert out.count(b"id: ") == 3 and out.startswith(b"id: 2\nevent: b")
+
+
+def test_a_new_reader_takes_over():
+    async def run() -> bool:
+        journal = Journal()
+        first = journal.attach()
+        old = asyncio.ensure_future(anext(journal.follow(first), None))
+        await asyncio.sleep(0)
+        journal.attach()  # a reloaded tab
+        return await asyncio.wait_for(old, 1) is None  # the old reader's stream ended
+
+    assert asyncio.run(run())
