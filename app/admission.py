@@ -58,7 +58,7 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     name = name.strip("[]").lower()
     if allowed:
-        return "*" in allowed or name in {a.lower() for a in allowed}
+        return "*" in allowed or name in allowed  # lower case (Settings)
     if name == "localhost":
         return True
     try:

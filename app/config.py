@@ -71,6 +71,11 @@ class Settings(BaseSettings):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names_in_lower_case(cls, value: list[str]) -> list[str]:
+        return [host.lower() for host in value]  # once here, not per request
+
     @field_validator("anthropic_api_key", "relay_token", mode="before")
     @classmethod
     def _blank_key_is_none(cls, value: object) -> object:

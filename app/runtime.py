@@ -93,14 +93,14 @@ class Runtime:
             await asyncio.wait(set(self.tasks), timeout=grace)
         if self.streams:
             log.warning("grace period over: ending %d streams", len(self.streams))
-            for stream in list(self.streams):
-                stream.end("server_shutdown")
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=2.0)
+        await self._end_all()
 
     async def close(self) -> None:
+        await self._end_all()
+        await self.client.close()
+
+    async def _end_all(self) -> None:
         for stream in list(self.streams):
             stream.end("server_shutdown")
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=2.0)
-        await self.client.close()

@@ -40,8 +40,6 @@ class Stream:
     resume_window: float = 0.0
     answer: Answer = field(init=False)
     outbox: Outbox | Journal = field(default_factory=Outbox)
-    # The handle for resuming and stopping (resumable streams only): 192 random bits.
-    stream_id: str | None = None
     resumes: int = 0
     _expiry: asyncio.TimerHandle | None = None
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
@@ -61,10 +59,14 @@ class Stream:
         self.model = self.params["model"]
         self.answer = Answer(self.mode)
         if self.resume_window > 0:
-            self.stream_id = secrets.token_urlsafe(24)
-            self.answer.stream_id = self.stream_id
+            self.answer.stream_id = secrets.token_urlsafe(24)
             self.outbox = Journal()
         self.ready = asyncio.get_running_loop().create_future()
+
+    @property
+    def stream_id(self) -> str | None:
+        """The handle for resuming and stopping (resumable streams only): 192 random bits."""
+        return self.answer.stream_id
 
     @property
     def deltas(self) -> int:
