@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # Seconds a resumable stream (`"resumable": true`) waits for its caller to come back,
     # and a finished one stays readable; 0 turns resuming off.
     resume_window: float = Field(30.0, ge=0)
+    # More than one replica: resumable streams, stops and the per-client limit shared
+    # through Redis. A replica that dies lets go of its streams' client leases within
+    # REDIS_LEASE_SECONDS.
+    redis_url: SecretStr | None = None
+    redis_lease_seconds: float = Field(10.0, gt=0)
 
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     log_content: bool = False
@@ -76,7 +81,7 @@ class Settings(BaseSettings):
     def _host_names_in_lower_case(cls, value: list[str]) -> list[str]:
         return [host.lower() for host in value]  # once here, not per request
 
-    @field_validator("anthropic_api_key", "relay_token", mode="before")
+    @field_validator("anthropic_api_key", "relay_token", "redis_url", mode="before")
     @classmethod
     def _blank_key_is_none(cls, value: object) -> object:
         # `ANTHROPIC_API_KEY=` in a .env file means "no key" (demo mode); likewise the token.

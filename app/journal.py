@@ -53,9 +53,13 @@ class Journal:
             elif self.closed:
                 return
             else:
-                if self._changed is None:
-                    self._changed = asyncio.get_running_loop().create_future()
-                await asyncio.shield(self._changed)
+                await self.wait()
+
+    async def wait(self) -> None:
+        """Until the next frame, close or takeover."""
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._changed)
 
     def _wake(self) -> None:
         if self._changed is not None:

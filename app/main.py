@@ -50,6 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         setup_logging(settings.log_level)
         runtime = app.state.runtime = Runtime(settings, make_client(settings))
         handle_sigterm(runtime)
+        if runtime.cluster is not None:
+            runtime.cluster.start()
+            log.info("replicas share resumable streams and client limits through Redis")
         stop_metrics = serve_metrics(settings.metrics_port) if settings.metrics_port else None
         if settings.mode == "demo":
             log.warning(

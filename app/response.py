@@ -8,13 +8,12 @@ reads.
 """
 
 import logging
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
-
-from app.stream import Stream
 
 UVICORN_INCOMPLETE = "ASGI callable returned without completing response."
 PING = ServerSentEvent(comment="ping", sep="\n")
@@ -24,10 +23,17 @@ _ended_on_purpose: ContextVar[bool] = ContextVar("ended_on_purpose", default=Fal
 
 
 class ChatResponse(EventSourceResponse):
+    """`frames` as SSE; `left(reason)` is told when the caller goes (`cancelled`) or stops
+    reading (`send_timeout`), and ends the stream or, if resumable, detaches it."""
+
     def __init__(
-        self, stream: Stream, *, ping_interval: float, send_timeout: float, after: int = 0
+        self,
+        frames: AsyncIterator[bytes],
+        left: Callable[[str], None],
+        *,
+        ping_interval: float,
+        send_timeout: float,
     ) -> None:
-        self.reader, frames = stream.read(after)
         super().__init__(
             frames,
             headers={"Cache-Control": "no-cache"},
@@ -37,25 +43,22 @@ class ChatResponse(EventSourceResponse):
             send_timeout=send_timeout,
             client_close_handler_callable=self._caller_left,
         )
-        self.stream = stream
+        self.left = left
 
     async def _caller_left(self, message: Message) -> None:
-        self.stream.left(self.reader)
+        self.left("cancelled")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
-            # The caller stopped reading: the stream ends, its slot is freed, and its log
-            # line says `send_timeout`. The response cannot be completed (the caller's
-            # buffers are full), so uvicorn closes the connection.
-            if self.stream.stream_id is None:  # a resumable one waits to be resumed
-                self.stream.end("send_timeout")
+            # The caller stopped reading: the stream ends (its log line says
+            # `send_timeout`). The response cannot be completed (the caller's buffers are
+            # full), so uvicorn closes the connection.
+            self.left("send_timeout")
             _ended_on_purpose.set(True)
         finally:
-            # However the response ended, a stream nobody reads ends with it (or, if
-            # resumable, waits RESUME_WINDOW for its caller to come back).
-            self.stream.left(self.reader)
+            self.left("cancelled")  # however the response ended (the first reason wins)
 
 
 class QuietAbort(logging.Filter):

@@ -7,12 +7,14 @@ step runs even when an earlier one raises.
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 import anthropic
 
-from app import telemetry
+from app import mirror, telemetry
 from app.admission import StreamSlots
+from app.cluster import Cluster
 from app.config import Settings
 from app.errors import ApiError, shutting_down
 from app.stream import Stream
@@ -34,6 +36,15 @@ class Runtime:
         self.reading = 0  # request bodies being read now (app/body.py)
         # Metric labels come from a fixed set: the models a request may name, or `other`.
         self.model_labels = frozenset(settings.allowed_models or [settings.default_model])
+        # What replicas share, when there are several (REDIS_URL).
+        self.cluster: Cluster | None = None
+        if settings.redis_url is not None:
+            self.cluster = Cluster(
+                settings.redis_url.get_secret_value(),
+                settings.redis_lease_seconds,
+                self.resumable,
+                settings.max_concurrent_streams,
+            )
 
     def start(
         self, params: dict[str, Any], client_key: str, *, log_content: bool, resumable: bool
@@ -50,16 +61,12 @@ class Runtime:
             settings.upstream_retry_backoff,
             settings.resume_window if resumable else 0.0,
         )
-        task = asyncio.get_running_loop().create_task(self._life(stream, log_content))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self._spawn(self._life(stream, log_content))
         return stream
 
     async def _life(self, stream: Stream, log_content: bool) -> None:
         try:
-            if self.draining:  # SIGTERM came while its body was arriving
-                raise shutting_down()
-            self.slots.acquire(stream.client_key)
+            lease = await self._admit(stream)
         except ApiError as refused:
             stream.ready.set_result(refused)
             return
@@ -67,6 +74,8 @@ class Runtime:
         label = stream.model if stream.model in self.model_labels else "other"
         if stream.stream_id is not None:
             self.resumable[stream.stream_id] = stream
+            if self.cluster is not None:  # its frames go to Redis too, for other replicas
+                self._spawn(mirror.write(self.cluster, stream))
         # Plain try/finally (not an ExitStack: a deque per stream): every step runs.
         self.streams.add(stream)
         telemetry.ACTIVE.inc()
@@ -83,6 +92,33 @@ class Runtime:
                     asyncio.get_running_loop().call_later(
                         stream.resume_window, self.resumable.pop, stream.stream_id, None
                     )
+                if lease is not None:
+                    await self.cluster.release(stream.client_key, lease)  # type: ignore[union-attr]
+
+    async def _admit(self, stream: Stream) -> str | None:
+        """Take the stream's slot (and, with Redis, its client lease, and claim its id);
+        returns the lease to give back."""
+        if self.draining:  # SIGTERM came while its body was arriving
+            raise shutting_down()
+        self.slots.acquire(stream.client_key)
+        if self.cluster is None:
+            return None
+        lease = None
+        try:
+            lease = await self.cluster.lease(stream.client_key, self.slots.per_client)
+            if stream.stream_id is not None:
+                await self.cluster.register(stream.stream_id)
+        except BaseException:
+            self.slots.release(stream.client_key)
+            if lease is not None:
+                await self.cluster.release(stream.client_key, lease)
+            raise
+        return lease
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def drain(self, grace: float) -> None:
         """Refuse new streams, let those running finish for up to `grace` seconds, then end
@@ -98,6 +134,8 @@ class Runtime:
     async def close(self) -> None:
         await self._end_all()
         await self.client.close()
+        if self.cluster is not None:
+            await self.cluster.close()
 
     async def _end_all(self) -> None:
         for stream in list(self.streams):

@@ -42,6 +42,7 @@ class Stream:
     outbox: Outbox | Journal = field(default_factory=Outbox)
     resumes: int = 0
     _expiry: asyncio.TimerHandle | None = None
+    _remote: tuple[str, int] | None = None  # a reader on another replica: (token, reader)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     # Resolved once the HTTP status is decided: None for a 200 stream, else the error.
     ready: "asyncio.Future[ApiError | None]" = field(init=False)
@@ -82,32 +83,41 @@ class Stream:
             self.ended_by = reason
             self.scope.cancel()
 
+    def attach(self) -> int:
+        """A new reader of a resumable stream: it takes over from the previous one."""
+        assert isinstance(self.outbox, Journal)
+        if self._expiry is not None:  # someone came back in time
+            self._expiry.cancel()
+            self._expiry = None
+        return self.outbox.attach()
+
     def read(self, after: int = 0) -> tuple[int, AsyncIterator[bytes]]:
         """A new reader: its number, and the frames it sends (a resumable stream's from
-        frame id `after` on; a new reader takes over from the previous one)."""
+        frame id `after` on)."""
         if isinstance(self.outbox, Journal):
-            reader = self.outbox.attach()
-            if self._expiry is not None:  # someone came back in time
-                self._expiry.cancel()
-                self._expiry = None
+            reader = self.attach()
             return reader, self.outbox.follow(reader, after)
         return 0, self.outbox.frames()
 
-    def left(self, reader: int) -> None:
-        """Reader `reader` went away; one that was taken over from changes nothing."""
-        if isinstance(self.outbox, Journal) and self.outbox.reader != reader:
-            return
-        self.detach()
-
-    def detach(self) -> None:
-        """The reader went away. A stream that is not resumable ends ("cancelled": nobody
-        pays for tokens nobody reads); a resumable one goes on for RESUME_WINDOW, then
-        ends as "expired" unless a reader came back."""
+    def left(self, reader: int, reason: str = "cancelled") -> None:
+        """Reader `reader` went away (`reason`: it left, or stopped reading). A stream
+        that is not resumable ends: nobody pays for tokens nobody reads. A resumable one
+        goes on for RESUME_WINDOW, then ends as "expired" unless a reader came back. A
+        reader that was taken over from changes nothing."""
         if self.stream_id is None:
-            self.end("cancelled")
-        elif self._expiry is None:
+            self.end(reason)
+        elif self.outbox.reader == reader and self._expiry is None:  # type: ignore[union-attr]
             loop = asyncio.get_running_loop()
             self._expiry = loop.call_later(self.resume_window, self.end, "expired")
+
+    def attach_remote(self, token: str) -> None:
+        """A reader on another replica (`token`) took over (app/cluster.py)."""
+        self.resumes += 1
+        self._remote = (token, self.attach())
+
+    def left_remote(self, token: str) -> None:
+        if self._remote is not None and self._remote[0] == token:
+            self.left(self._remote[1])
 
     async def run(self) -> None:
         """The stream's task: runs until the answer is complete, failed, or ended."""

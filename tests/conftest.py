@@ -3,6 +3,8 @@ the relay's log lines. Helpers they and the tests share are in support.py."""
 
 import asyncio
 import logging
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,9 +14,11 @@ from tests.fake_upstream import FakeUpstream
 from tests.support import (
     API_KEY,
     LogLines,
+    RedisServer,
     Relay,
     ServerLoop,
     relay_settings,
+    serve,
     start_relay,
     stop_relay,
 )
@@ -90,3 +94,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_replica(
+    upstream: FakeUpstream, tmp_path: Any
+) -> Iterator[Callable[..., tuple[subprocess.Popen, str]]]:
+    """Start the relay as a process of its own (a replica), pointed at the fake upstream;
+    `env`: its settings. Killed when the test ends."""
+    started: list[subprocess.Popen] = []
+
+    def make(**env: str) -> tuple[subprocess.Popen, str]:
+        settings = {"ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": upstream.url, **env}
+        log = tmp_path / f"replica{len(started)}.log"
+        process, url = serve({**os.environ, **settings}, log)
+        started.append(process)
+        return process, url
+
+    yield make
+    for process in started:
+        process.kill()
+        process.wait()

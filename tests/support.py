@@ -5,10 +5,16 @@ sockets on 127.0.0.1, and the tests' own reading of SSE. Fixtures are in conftes
 import asyncio
 import json
 import logging
+import random
+import socket
+import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -23,6 +29,7 @@ T = TypeVar("T")
 
 
 API_KEY = "sk-ant-test-SECRET-0123456789"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class ServerLoop:
@@ -298,3 +305,149 @@ async def raw_post(
     )
     await writer.drain()
     return reader, writer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(env: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """`uvicorn app.main:app` in its own process (a replica), once it answers /readyz."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), *args]
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 40
+    while True:
+        try:
+            if httpx2.get(f"{url}/readyz").status_code == 200:
+                return process, url
+        except httpx2.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(log.read_text())
+        time.sleep(0.1)
+
+
+class RedisServer:
+    """Debian's redis-server on 127.0.0.1, on a free port, keeping nothing on disk."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.directory = directory
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+# Resumable streams
+
+
+def frames_with_ids(lines: list[str]) -> list[tuple[int, str, dict]]:
+    """(id, event, data) of each frame, from an SSE body's lines."""
+    out, frame = [], {}
+    for line in lines:
+        if not line:
+            if "event" in frame:
+                out.append((int(frame.get("id", 0)), frame["event"], json.loads(frame["data"])))
+            frame = {}
+        elif not line.startswith(":"):
+            key, _, value = line.partition(": ")
+            frame[key] = value
+    return out
+
+
+def open_and_drop(url: str, deltas: int, body: dict | None = None) -> list[tuple[int, str, dict]]:
+    """POST a resumable chat, read until `deltas` deltas, and drop the connection."""
+    payload = {"message": "resume me", "resumable": True, **(body or {})}
+    lines: list[str] = []
+    with (
+        httpx2.Client(timeout=10) as client,
+        client.stream("POST", f"{url}/api/chat", json=payload) as reply,
+    ):
+        assert reply.status_code == 200
+        for line in reply.iter_lines():
+            lines.append(line)
+            if not line and sum(f[1] == "delta" for f in frames_with_ids(lines)) >= deltas:
+                break
+    return frames_with_ids(lines)
+
+
+def resume(url: str, stream_id: str, last: int | None = None, **headers: str) -> httpx2.Response:
+    """GET a resumable stream's frames after `last` (Last-Event-ID)."""
+    if last is not None:
+        headers["last-event-id"] = str(last)
+    return httpx2.get(f"{url}/api/chat/{stream_id}", headers=headers, timeout=10)
+
+
+def text_of(frames: list[tuple[int, str, dict]]) -> str:
+    return "".join(data["text"] for _, name, data in frames if name == "delta")
+
+
+async def drop_and_resume_many(
+    urls: list[str], count: int, deltas: int, seed: int = 10
+) -> list[tuple[str, float]]:
+    """`count` resumable chats, each dropped after a random number of its `deltas` deltas
+    and resumed to the end (with two `urls`, half of them on the other replica): each
+    one's text, and the time from its resume request to the first frame replayed."""
+    rng = random.Random(seed)
+
+    async def one(i: int, client: httpx2.AsyncClient) -> tuple[str, float]:
+        await asyncio.sleep(i / 200)  # arrivals over a second per 200
+        drop_after = rng.randint(1, deltas - 1)
+        there, back = urls[i % len(urls)], urls[(i + i // 2) % len(urls)]
+        lines: list[str] = []
+        body = {"message": f"r{i}", "resumable": True}
+        async with client.stream("POST", f"{there}/api/chat", json=body) as reply:
+            async for line in reply.aiter_lines():
+                lines.append(line)
+                if not line and sum(f[1] == "delta" for f in frames_with_ids(lines)) >= drop_after:
+                    break
+        first = frames_with_ids(lines)
+        asked, waited, rest = time.perf_counter(), 0.0, []
+        headers = {"last-event-id": str(first[-1][0])}
+        url = f"{back}/api/chat/{first[0][2]['stream_id']}"
+        async with client.stream("GET", url, headers=headers) as again:
+            async for line in again.aiter_lines():
+                if not rest:
+                    waited = time.perf_counter() - asked
+                rest.append(line)
+        frames = first + frames_with_ids(rest)
+        assert [f[0] for f in frames] == list(range(1, len(frames) + 1)), (i, frames)
+        assert frames[-1][1] == "done", i
+        return text_of(frames), waited
+
+    unlimited = httpx2.Limits(max_connections=None)  # the client must not queue
+    async with httpx2.AsyncClient(timeout=30, limits=unlimited) as client:
+        return await asyncio.gather(*(one(i, client) for i in range(count)))
+
+
+def percentiles(results: list[tuple[str, float]]) -> str:
+    waits = sorted(wait for _, wait in results)
+    p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
+    return f"p50 {statistics.median(waits) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"

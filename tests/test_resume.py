@@ -3,66 +3,31 @@ no text lost or repeated and no second upstream request; DELETE stops at once; a
 nobody comes back to expires."""
 
 import asyncio
-import json
-import random
-import statistics
 import time
 
 import httpx2
 
 from tests.fake_upstream import answer, message_start, text_block
-from tests.support import PROMPTLY
+from tests.support import (
+    PROMPTLY,
+    drop_and_resume_many,
+    frames_with_ids,
+    open_and_drop,
+    percentiles,
+    resume,
+    text_of,
+)
 
 WORDS = [f"w{i} " for i in range(60)]
-
-
-def frames_with_ids(lines: list[str]) -> list[tuple[int, str, dict]]:
-    """(id, event, data) of each frame, from an SSE body's lines."""
-    out, frame = [], {}
-    for line in lines:
-        if not line:
-            if "event" in frame:
-                out.append((int(frame.get("id", 0)), frame["event"], json.loads(frame["data"])))
-            frame = {}
-        elif not line.startswith(":"):
-            key, _, value = line.partition(": ")
-            frame[key] = value
-    return out
-
-
-def open_and_drop(relay, deltas: int, body: dict | None = None) -> list[tuple[int, str, dict]]:
-    """POST a resumable chat, read until `deltas` deltas, and drop the connection."""
-    payload = {"message": "resume me", "resumable": True, **(body or {})}
-    lines: list[str] = []
-    with (
-        httpx2.Client(timeout=10) as client,
-        client.stream("POST", f"{relay.url}/api/chat", json=payload) as reply,
-    ):
-        assert reply.status_code == 200
-        for line in reply.iter_lines():
-            lines.append(line)
-            if not line and sum(f[1] == "delta" for f in frames_with_ids(lines)) >= deltas:
-                break
-    return frames_with_ids(lines)
-
-
-def resume(relay, stream_id: str, last: int | None = None, **headers: str) -> httpx2.Response:
-    if last is not None:
-        headers["last-event-id"] = str(last)
-    return httpx2.get(f"{relay.url}/api/chat/{stream_id}", headers=headers, timeout=10)
-
-
-def text_of(frames) -> str:
-    return "".join(data["text"] for _, name, data in frames if name == "delta")
 
 
 def test_a_dropped_answer_resumes_exactly_once(make_relay, upstream, server_loop):
     relay = make_relay()
     upstream.push(answer(*WORDS, delay=0.02))
-    first = open_and_drop(relay, 10)
+    first = open_and_drop(relay.url, 10)
     start = first[0]
     assert start[1] == "start" and len(start[2]["stream_id"]) >= 22  # >= 128 random bits
-    rest = frames_with_ids(resume(relay, start[2]["stream_id"], first[-1][0]).text.split("\n"))
+    rest = frames_with_ids(resume(relay.url, start[2]["stream_id"], first[-1][0]).text.split("\n"))
     frames = first + rest
     assert [f[0] for f in frames] == list(range(1, len(frames) + 1))  # each once, in order
     assert text_of(frames) == "".join(WORDS)
@@ -74,14 +39,14 @@ def test_a_finished_answer_replays_from_the_start_without_last_event_id(relay, u
     upstream.push(answer("a", "b", "c"))
     reply = httpx2.post(f"{relay.url}/api/chat", json={"message": "x", "resumable": True})
     frames = frames_with_ids(reply.text.split("\n"))
-    again = frames_with_ids(resume(relay, frames[0][2]["stream_id"]).text.split("\n"))
+    again = frames_with_ids(resume(relay.url, frames[0][2]["stream_id"]).text.split("\n"))
     assert again == frames and frames[-1][1] == "done"
 
 
 def test_unknown_ids_and_tokens(make_relay, upstream):
     relay = make_relay(relay_token="s3cret")
-    assert resume(relay, "nope", authorization="Bearer s3cret").status_code == 404
-    assert resume(relay, "nope").status_code == 401
+    assert resume(relay.url, "nope", authorization="Bearer s3cret").status_code == 404
+    assert resume(relay.url, "nope").status_code == 401
     assert (
         httpx2.delete(
             f"{relay.url}/api/chat/nope", headers={"authorization": "Bearer s3cret"}
@@ -120,7 +85,7 @@ def test_a_stream_nobody_resumes_expires(make_relay, upstream, server_loop, rela
     relay = make_relay(resume_window=0.3)
     runtime = relay.state.runtime
     upstream.push([message_start(), *text_block(0, ["one ", "two "])[:-1], ("stall",)])
-    first = open_and_drop(relay, 2)
+    first = open_and_drop(relay.url, 2)
     conn = server_loop.call(lambda: upstream.requests[0].conn)
     assert server_loop.wait_for(lambda: conn.closed is not None, 2), "it ran on past the window"
     assert server_loop.wait_for(lambda: runtime.slots.active == 0, 1)
@@ -128,7 +93,7 @@ def test_a_stream_nobody_resumes_expires(make_relay, upstream, server_loop, rela
     assert relay_log.chats[0]["outcome"] == "expired" and relay_log.chats[0]["deltas"] == 2
     stream_id = first[0][2]["stream_id"]
     assert server_loop.wait_for(lambda: stream_id not in runtime.resumable, 2)
-    assert resume(relay, stream_id).status_code == 404
+    assert resume(relay.url, stream_id).status_code == 404
 
 
 def test_without_resumable_nothing_changes(make_relay, upstream, server_loop):
@@ -137,7 +102,7 @@ def test_without_resumable_nothing_changes(make_relay, upstream, server_loop):
     assert "id: " not in reply.text and "stream_id" not in reply.text
     off = make_relay(resume_window=0)  # resuming turned off: `resumable` changes nothing
     upstream.push(answer(*WORDS, delay=0.02))
-    frames = open_and_drop(off, 3)
+    frames = open_and_drop(off.url, 3)
     assert all(f[0] == 0 for f in frames) and "stream_id" not in frames[0][2]
     conn = server_loop.call(lambda: upstream.requests[-1].conn)
     assert server_loop.wait_for(lambda: conn.closed is not None, 1), "a dropped caller must cancel"
@@ -145,47 +110,9 @@ def test_without_resumable_nothing_changes(make_relay, upstream, server_loop):
 
 def test_two_hundred_streams_dropped_and_resumed_at_random_points(make_relay, upstream):
     relay = make_relay(max_streams_per_client=1000)
-    rng = random.Random(10)
     # 20 deltas/s per stream, as in the bench: 200 streams, 4,000 deltas/s, one shared loop.
     upstream.default = answer(*WORDS, delay=0.05)
-
-    async def one(i: int, client: httpx2.AsyncClient) -> tuple[str, int, float]:
-        await asyncio.sleep(i / 200)  # arrivals over a second
-        drop_after = rng.randint(1, 59)
-        lines: list[str] = []
-        body = {"message": f"r{i}", "resumable": True}
-        async with client.stream("POST", f"{relay.url}/api/chat", json=body) as reply:
-            async for line in reply.aiter_lines():
-                lines.append(line)
-                if not line and sum(f[1] == "delta" for f in frames_with_ids(lines)) >= drop_after:
-                    break
-        first = frames_with_ids(lines)
-        asked = time.perf_counter()
-        headers = {"last-event-id": str(first[-1][0])}
-        async with client.stream(
-            "GET", f"{relay.url}/api/chat/{first[0][2]['stream_id']}", headers=headers
-        ) as again:
-            rest_lines = []
-            waited = 0.0
-            async for line in again.aiter_lines():
-                if not rest_lines:
-                    waited = time.perf_counter() - asked
-                rest_lines.append(line)
-        frames = first + frames_with_ids(rest_lines)
-        assert [f[0] for f in frames] == list(range(1, len(frames) + 1)), i
-        assert frames[-1][1] == "done", i
-        return text_of(frames), len(frames), waited
-
-    async def run() -> list[tuple[str, int, float]]:
-        unlimited = httpx2.Limits(max_connections=None)  # the client must not queue
-        async with httpx2.AsyncClient(timeout=30, limits=unlimited) as client:
-            return await asyncio.gather(*(one(i, client) for i in range(200)))
-
-    results = asyncio.run(run())
-    assert all(text == "".join(WORDS) for text, _, _ in results)
+    results = asyncio.run(drop_and_resume_many([relay.url], 200, len(WORDS)))
+    assert all(text == "".join(WORDS) for text, _ in results)
     assert len(upstream.requests) == 200, "one upstream request per answer"
-    waits = sorted(w for _, _, w in results)
-    print(
-        f"\nresume request to first replayed frame, 200 streams: "
-        f"p50 {statistics.median(waits) * 1000:.1f} ms, p99 {waits[197] * 1000:.1f} ms"
-    )
+    print(f"\nresume request to first replayed frame, 200 streams: {percentiles(results)}")

@@ -4,46 +4,16 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx2
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.fake_upstream import answer
-from tests.support import API_KEY, RawClient, raw_post
+from tests.support import API_KEY, RawClient, raw_post, serve
 
-ROOT = Path(__file__).resolve().parent.parent
 GRACE = 1.5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(env: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen, str]:
-    """`uvicorn app.main:app` in its own process, once it answers /readyz."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), *args]
-    with log.open("w") as out:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 40
-    while True:
-        try:
-            if httpx2.get(f"{url}/readyz").status_code == 200:
-                return process, url
-        except httpx2.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(log.read_text())
-        time.sleep(0.1)
 
 
 def test_sigterm_drains_then_ends_the_rest(upstream, server_loop, tmp_path):

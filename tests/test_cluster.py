@@ -1,0 +1,168 @@
+"""More than one replica, through a real Redis: two relay processes share resumable
+streams (resumed and stopped through the other), the per-client limit, and survive Redis
+going away."""
+
+import asyncio
+import json
+import time
+
+import httpx2
+import pytest
+
+from tests.fake_upstream import answer, message_start, text_block
+from tests.support import (
+    PROMPTLY,
+    RedisServer,
+    drop_and_resume_many,
+    frames_with_ids,
+    open_and_drop,
+    percentiles,
+    resume,
+    text_of,
+)
+
+WORDS = [f"w{i} " for i in range(60)]
+
+
+@pytest.fixture
+def replicas(make_replica, redis_server):
+    """Two relay processes sharing one Redis."""
+    env = {"REDIS_URL": redis_server.url, "MAX_STREAMS_PER_CLIENT": "1000"}
+    return make_replica(**env)[1], make_replica(**env)[1]
+
+
+def conn_of(upstream, server_loop, message: str):
+    def find():
+        for request in upstream.requests:
+            if request.body["messages"][-1]["content"] == message:
+                return request.conn
+        return None
+
+    assert server_loop.wait_for(lambda: find() is not None, 5)
+    return server_loop.call(find)
+
+
+def test_a_stream_resumes_on_the_other_replica_exactly_once(replicas, upstream):
+    a, b = replicas
+    upstream.push(answer(*WORDS, delay=0.02))
+    first = open_and_drop(a, 10)
+    stream_id = first[0][2]["stream_id"]
+    rest = frames_with_ids(resume(b, stream_id, first[-1][0]).text.split("\n"))
+    frames = first + rest
+    assert [f[0] for f in frames] == list(range(1, len(frames) + 1))  # each once, in order
+    assert text_of(frames) == "".join(WORDS) and frames[-1][1] == "done"
+    assert len(upstream.requests) == 1, "resuming must not ask the upstream again"
+    # Finished: still readable from the start on either replica, for the window.
+    assert frames_with_ids(resume(b, stream_id).text.split("\n")) == frames
+    assert frames_with_ids(resume(a, stream_id).text.split("\n")) == frames
+
+
+def test_delete_on_the_other_replica_stops_at_once(replicas, upstream, server_loop):
+    a, b = replicas
+    upstream.push(answer(*WORDS, delay=0.05))
+    first = open_and_drop(a, 2, {"message": "stop me"})
+    stream_id = first[0][2]["stream_id"]
+    conn = conn_of(upstream, server_loop, "stop me")
+    with (
+        httpx2.Client(timeout=10) as client,
+        client.stream("GET", f"{b}/api/chat/{stream_id}") as reading,  # a reader on b
+    ):
+        lines = reading.iter_lines()
+        assert next(lines).startswith("id: ")
+        stopped = time.monotonic()
+        assert httpx2.delete(f"{b}/api/chat/{stream_id}").status_code == 204
+        rest = frames_with_ids(list(lines))
+    assert server_loop.wait_for(lambda: conn.closed is not None, 2)
+    assert conn.closed - stopped < PROMPTLY, "the stop must reach the producing replica"
+    assert rest[-1][1] == "error" and rest[-1][2]["error"]["type"] == "cancelled"
+    assert httpx2.delete(f"{b}/api/chat/{'x' * 32}").status_code == 404
+    assert httpx2.get(f"{b}/api/chat/{'x' * 32}").status_code == 404
+
+
+def test_a_second_reader_takes_over_across_replicas(replicas, upstream):
+    a, b = replicas
+    upstream.push(answer(*WORDS, delay=0.03))
+    first = open_and_drop(a, 3)
+    stream_id = first[0][2]["stream_id"]
+    with (
+        httpx2.Client(timeout=10) as client,
+        client.stream("GET", f"{b}/api/chat/{stream_id}") as stale,
+    ):
+        stale_lines = stale.iter_lines()
+        assert next(stale_lines).startswith("id: ")
+        # The new reader (on the producing replica) closes the one on the other.
+        newer = frames_with_ids(resume(a, stream_id).text.split("\n"))
+        stale_frames = frames_with_ids(list(stale_lines))
+    assert text_of(newer) == "".join(WORDS) and newer[-1][1] == "done"
+    assert not stale_frames or stale_frames[-1][1] != "done", "the stale reader ran on"
+
+
+def test_the_client_limit_holds_across_replicas_and_lapses_with_a_dead_one(
+    make_replica, redis_server, upstream
+):
+    env = {"REDIS_URL": redis_server.url, "MAX_STREAMS_PER_CLIENT": "2"}
+    env["REDIS_LEASE_SECONDS"] = "1"
+    (_, a), (process_b, b) = make_replica(**env), make_replica(**env)
+    upstream.default = answer(*WORDS, delay=0.1)  # 6 s: they stay open
+    with (
+        httpx2.Client(timeout=10) as client,
+        client.stream("POST", f"{a}/api/chat", json={"message": "1"}) as one,
+        client.stream("POST", f"{b}/api/chat", json={"message": "2"}) as two,
+    ):
+        assert one.status_code == two.status_code == 200
+        third = client.post(f"{a}/api/chat", json={"message": "3"})
+        assert third.status_code == 429, "two streams open on two replicas: at the limit"
+        assert third.json()["error"]["type"] == "rate_limit_error"
+        process_b.kill()  # b dies holding a lease; it lapses
+        process_b.wait()
+        time.sleep(1.5)
+        assert client.post(f"{a}/api/chat", json={"message": "4"}).status_code == 200
+
+
+def test_redis_going_away_spares_open_streams_and_plain_chats(make_replica, upstream, tmp_path):
+    redis = RedisServer(tmp_path).start()
+    try:
+        _, a = make_replica(REDIS_URL=redis.url)
+        upstream.by_message["long"] = answer(*WORDS, delay=0.02)
+        with (
+            httpx2.Client(timeout=10) as client,
+            client.stream(
+                "POST", f"{a}/api/chat", json={"message": "long", "resumable": True}
+            ) as open_,
+        ):
+            lines = open_.iter_lines()
+            head = next(lines)
+            redis.stop()
+            frames = frames_with_ids([head, *lines])
+            assert text_of(frames) == "".join(WORDS) and frames[-1][1] == "done"
+        refused = httpx2.post(f"{a}/api/chat", json={"message": "x", "resumable": True})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["type"] == "resume_unavailable"
+        assert "resum" in refused.json()["error"]["message"].lower()
+        plain = httpx2.post(f"{a}/api/chat", json={"message": "plain"})
+        assert plain.status_code == 200 and "event: done" in plain.text
+    finally:
+        redis.stop()
+
+
+def test_a_reader_hears_when_the_producing_replica_dies(make_replica, redis_server, upstream):
+    env = {"REDIS_URL": redis_server.url, "REDIS_LEASE_SECONDS": "1"}
+    (process_a, a), (_, b) = make_replica(**env), make_replica(**env)
+    upstream.push([message_start(), *text_block(0, ["one ", "two "])[:-1], ("stall",)])
+    first = open_and_drop(a, 2)
+    process_a.kill()
+    reply = resume(b, first[0][2]["stream_id"], first[-1][0])
+    last = [line for line in reply.text.split("\n") if line.startswith("data: ")][-1]
+    assert json.loads(last[6:])["error"]["type"] == "upstream_error"
+
+
+def test_two_hundred_streams_resumed_half_on_the_other_replica(
+    make_replica, redis_server, upstream
+):
+    env = {"REDIS_URL": redis_server.url, "MAX_STREAMS_PER_CLIENT": "1000"}
+    replicas = [make_replica(**env)[1], make_replica(**env)[1]]
+    upstream.default = answer(*WORDS, delay=0.05)
+    results = asyncio.run(drop_and_resume_many(replicas, 200, len(WORDS), seed=20))
+    assert all(text == "".join(WORDS) for text, _ in results)
+    assert len(upstream.requests) == 200, "one upstream request per answer"
+    print(f"\nresume to first replayed frame, 200 streams, two replicas: {percentiles(results)}")
