@@ -64,7 +64,11 @@ async def metrics(request: Request) -> Response:
 async def config(request: Request) -> dict[str, Any]:
     """What the page needs to know before the first chat."""
     settings = request.app.state.runtime.settings
-    return {"mode": settings.mode, "auth": settings.relay_token is not None}
+    return {
+        "mode": settings.mode,
+        "auth": settings.relay_token is not None,
+        "resume": settings.resume_window > 0,
+    }
 
 
 @router.post(

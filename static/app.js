@@ -21,16 +21,22 @@ const ui = {
 let needsToken = false; // from /api/config
 
 // A turn: {role: "user" | "assistant", text, status: "streaming" | "done" | "stopped" | "error",
-// usage, error}. Only finished state is stored: a reload mid-answer shows it as stopped.
+// usage, error}. A resumable answer also keeps its streamId and the id of the last frame it
+// shows (lastId), saved together with its text: a reload mid-answer resumes it from there.
 let turns = load();
 let controller = null; // the AbortController of the answer streaming now
+let streaming = null; // that answer's turn
+let canResume = true; // from /api/config
 const views = new Map(); // turn -> its <li>
+const RESUME_TRIES = 6; // 0.25 s doubling to 8 s: well inside the relay's resume window
 
 function load() {
   try {
     const stored = JSON.parse(localStorage.getItem(STORE));
     if (!Array.isArray(stored)) return [];
-    return stored.map((t) => (t.status === "streaming" ? { ...t, status: "stopped" } : t));
+    return stored.map((t) =>
+      t.status === "streaming" && !t.streamId ? { ...t, status: "stopped" } : t,
+    );
   } catch {
     return [];
   }
@@ -157,7 +163,7 @@ function setStreaming(on) {
 
 // ---- talking to the relay ---------------------------------------------------------
 
-async function describeHttpError(response) {
+async function describeHttpError(response, answer) {
   let message = "";
   let type = "";
   try {
@@ -167,6 +173,13 @@ async function describeHttpError(response) {
   }
   if (type === "server_shutdown") {
     return "The relay is restarting. Try again in a moment.";
+  }
+  if (type === "resume_unavailable") {
+    canResume = false; // the next ask goes without
+    return "Answers cannot be resumed right now. Retry to ask without.";
+  }
+  if (response.status === 404 && answer.streamId) {
+    return "The answer was lost with the connection. Retry to ask again.";
   }
   switch (response.status) {
     case 401:
@@ -231,45 +244,103 @@ async function ask() {
   const answer = { role: "assistant", text: "", status: "streaming" };
   turns.push(answer);
   mount(answer);
+  const body = JSON.stringify(canResume ? { messages, resumable: true } : { messages });
+  await relay(answer, (signal, headers) =>
+    fetch("/api/chat", {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body,
+      signal,
+    }),
+  );
+}
+
+// The rest of a resumable answer: the frames after the last one shown.
+function resumeFrom(answer) {
+  return (signal, headers) => {
+    if (answer.lastId) headers["last-event-id"] = answer.lastId;
+    else answer.text = ""; // replayed from its first frame
+    return fetch(`/api/chat/${encodeURIComponent(answer.streamId)}`, { headers, signal });
+  };
+}
+
+// Stream `answer` from `open(signal, headers)`; when the connection drops mid-answer, a
+// resumable one carries on from its last frame (no text twice, no second request upstream).
+async function relay(answer, open) {
   setStreaming(true);
   controller = new AbortController();
+  streaming = answer;
+  const { signal } = controller;
   try {
-    const headers = { "content-type": "application/json", ...(await authHeaders()) };
-    const response = await fetch("/api/chat", {
-      method: "POST",
-      headers,
-      body: JSON.stringify({ messages }),
-      signal: controller.signal,
-    });
-    if (!response.ok) {
-      fail(answer, await describeHttpError(response));
-      return;
-    }
-    for await (const { event, data } of readEvents(response.body)) {
-      const payload = JSON.parse(data);
-      if (event === "delta") {
-        answer.text += payload.text;
-        scheduleRender(answer);
-      } else if (event === "start") {
-        if (payload.mode === "demo") ui.demo.hidden = false;
-      } else if (event === "done") {
-        answer.status = "done";
-        answer.usage = payload.usage;
-      } else if (event === "error") {
-        fail(answer, describeFrameError(payload.error));
+    for (let tries = 0; ; tries++) {
+      let dropped = false;
+      try {
+        const response = await open(signal, await authHeaders());
+        if (!response.ok) {
+          fail(answer, await describeHttpError(response, answer));
+          return;
+        }
+        await readAnswer(answer, response);
+      } catch (err) {
+        if (err.name === "AbortError") throw err;
+        dropped = true; // the network, not the relay
       }
+      if (answer.status !== "streaming") return;
+      if (!dropped) {
+        // Closed cleanly before its end: another tab (or a reload) took the answer over.
+        fail(answer, "This answer went on in another tab.");
+        return;
+      }
+      if (!answer.streamId || tries >= RESUME_TRIES) {
+        fail(answer, answer.text ? "Network connection lost mid-answer." : "Network connection lost.");
+        return;
+      }
+      await sleep(250 * 2 ** tries, signal);
+      open = resumeFrom(answer);
     }
-    if (answer.status === "streaming") fail(answer, "The connection closed before the answer finished.");
   } catch (err) {
     if (err.name === "AbortError") answer.status = "stopped";
     else fail(answer, answer.text ? "Network connection lost mid-answer." : "Network connection lost.");
   } finally {
     controller = null;
+    streaming = null;
     pending.delete(answer);
     render(answer);
     setStreaming(false);
     save();
   }
+}
+
+async function readAnswer(answer, response) {
+  for await (const { event, data, id } of readEvents(response.body)) {
+    const payload = JSON.parse(data);
+    if (event === "delta") {
+      answer.text += payload.text;
+      scheduleRender(answer);
+    } else if (event === "start") {
+      if (payload.mode === "demo") ui.demo.hidden = false;
+      if (payload.stream_id && !answer.streamId) {
+        answer.streamId = payload.stream_id;
+        save(); // a reload from here on resumes it
+      }
+    } else if (event === "done") {
+      answer.status = "done";
+      answer.usage = payload.usage;
+    } else if (event === "error") {
+      fail(answer, describeFrameError(payload.error));
+    }
+    if (id) answer.lastId = id; // with the text it shows: saved together
+  }
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(new DOMException("Stopped", "AbortError"));
+    });
+  });
 }
 
 function fail(turn, message) {
@@ -285,7 +356,16 @@ function retryTurn(turn) {
   ask();
 }
 
+// Stop stops at once: the relay is told (DELETE), not left to notice a closed connection,
+// which a resumable answer outlives.
 function stop() {
+  const id = streaming?.streamId;
+  if (id) {
+    const token = needsToken && sessionStorage.getItem(TOKEN);
+    const headers = token ? { authorization: `Bearer ${token}` } : {};
+    fetch(`/api/chat/${encodeURIComponent(id)}`, { method: "DELETE", headers, keepalive: true })
+      .catch(() => {});
+  }
   controller?.abort();
 }
 
@@ -329,8 +409,17 @@ fetch("/api/config")
   .then((config) => {
     ui.demo.hidden = config.mode !== "demo";
     needsToken = Boolean(config.auth);
+    canResume = config.resume !== false;
   })
-  .catch(() => {});
+  .catch(() => {})
+  .then(() => {
+    // An answer that was streaming when the page went away carries on where it stopped.
+    const last = turns.at(-1);
+    if (last?.status === "streaming") relay(last, resumeFrom(last));
+  });
+
+// Whatever the answer shows when the page goes, with the id of its last frame.
+window.addEventListener("pagehide", save);
 
 renderAll();
 ui.prompt.focus();

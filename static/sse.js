@@ -4,18 +4,21 @@
 
 /**
  * An incremental SSE parser. `feed(text)` any number of times, then `end()`.
- * Calls `onEvent({event, data})` per complete event; comments (pings) are skipped.
+ * Calls `onEvent({event, data, id})` per complete event (`id`: the frame's own `id:`, or
+ * ""); comments (pings) are skipped.
  */
 export function createParser(onEvent) {
   let buffer = "";
   let event = "";
   let data = [];
+  let id = "";
 
   function line(text) {
     if (text === "") {
-      if (data.length) onEvent({ event: event || "message", data: data.join("\n") });
+      if (data.length) onEvent({ event: event || "message", data: data.join("\n"), id });
       event = "";
       data = [];
+      id = "";
       return;
     }
     if (text[0] === ":") return;
@@ -25,6 +28,7 @@ export function createParser(onEvent) {
     if (value[0] === " ") value = value.slice(1);
     if (field === "event") event = value;
     else if (field === "data") data.push(value);
+    else if (field === "id" && !value.includes("\0")) id = value;
   }
 
   function drain(final) {

@@ -290,20 +290,27 @@ def test_keyboard_only(chat, upstream):
     assert page.page.evaluate("document.activeElement.id") == "prompt"
 
 
-def test_network_lost_mid_answer_is_shown_and_retry_recovers(chat, upstream, server_loop):
+@pytest.fixture
+def via_proxy(server_loop):
+    """Open the page through a TCP proxy the test can cut (a lost network)."""
     proxies: list[CuttableProxy] = []
 
-    def via_proxy(relay) -> str:
+    def via(relay) -> str:
         proxies.append(CuttableProxy(int(relay.url.rsplit(":", 1)[1])))
-        server_loop.run(proxies[0].start())
-        return proxies[0].url
+        server_loop.run(proxies[-1].start())
+        return proxies[-1].url
 
+    via.cut = lambda: server_loop.call(proxies[-1].cut)
+    return via
+
+
+def test_network_lost_mid_answer_is_shown_and_retry_recovers(chat, upstream, via_proxy):
     upstream.push(answer(*words(300), delay=0.03))
-    page = chat(via=via_proxy)
+    page = chat(via=via_proxy, resume_window=0)  # resuming off: the loss shows
     page.allowed.append("ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING")
     page.send("Question")
     page.answer().filter(has_text="word3 ").wait_for()
-    server_loop.call(proxies[0].cut)
+    via_proxy.cut()
     error = page.page.locator(".meta .error")
     error.wait_for()
     assert error.inner_text() == "Network connection lost mid-answer."
@@ -311,6 +318,36 @@ def test_network_lost_mid_answer_is_shown_and_retry_recovers(chat, upstream, ser
     page.page.click("button.retry")
     page.wait_done()
     assert page.answer().inner_text().strip() == "Hello, world!"
+
+
+def test_an_answer_resumes_by_itself_after_the_network_drops(chat, upstream, via_proxy):
+    upstream.push(answer(*words(120), delay=0.02))
+    page = chat(via=via_proxy)
+    page.allowed.append("ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING")
+    page.send("Question")
+    page.answer().filter(has_text="word10 ").wait_for()
+    via_proxy.cut()
+    page.wait_done()
+    assert page.answer().inner_text().split() == [w.strip() for w in words(120)]  # once each
+    assert len(upstream.requests) == 1, "resuming must not ask the upstream again"
+    assert page.page.locator(".meta .error").count() == 0
+
+
+def test_an_answer_resumes_after_a_reload(chat, upstream):
+    upstream.push(answer(*words(120), delay=0.02))
+    page = chat()
+    page.allowed.append("ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING")
+    page.send("Question")
+    page.answer().filter(has_text="word10 ").wait_for()
+    page.page.reload()
+    page.wait_done()
+    assert page.page.locator(".message").count() == 2
+    assert page.answer().inner_text().split() == [w.strip() for w in words(120)]  # once each
+    assert len(upstream.requests) == 1, "resuming must not ask the upstream again"
+    page.page.reload()  # finished: shown from what was saved, nothing asked
+    page.wait_done()
+    assert page.answer().inner_text().split() == [w.strip() for w in words(120)]
+    assert len(upstream.requests) == 1
 
 
 def test_the_page_asks_for_the_token_once(chat, upstream):
