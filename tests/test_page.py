@@ -65,9 +65,13 @@ def test_the_page_references_only_its_own_origin():
 
 
 def test_config_tells_the_page_the_mode(relay, make_relay):
-    assert httpx2.get(f"{relay.url}/api/config").json() == {"mode": "live", "auth": False}
-    demo = make_relay(anthropic_api_key=None, anthropic_base_url=None, relay_token="t")
-    assert httpx2.get(f"{demo.url}/api/config").json() == {"mode": "demo", "auth": True}
+    live = {"mode": "live", "auth": False, "resume": True}
+    assert httpx2.get(f"{relay.url}/api/config").json() == live
+    demo = make_relay(
+        anthropic_api_key=None, anthropic_base_url=None, relay_token="t", resume_window=0
+    )
+    expected = {"mode": "demo", "auth": True, "resume": False}
+    assert httpx2.get(f"{demo.url}/api/config").json() == expected
 
 
 def test_sse_parser_under_node():

@@ -6,9 +6,11 @@ import { createParser, readEvents } from "../../static/sse.js";
 const STREAM = [
   ": ping",
   "",
+  "id: 7",
   "event: start",
   'data: {"id":"msg_1"}',
   "",
+  "id: 8",
   "event: delta",
   'data: {"text":"naïve 日本語 🧑‍💻"}',
   "",
@@ -24,11 +26,11 @@ const STREAM = [
   "",
 ];
 const EXPECTED = [
-  { event: "start", data: '{"id":"msg_1"}' },
-  { event: "delta", data: '{"text":"naïve 日本語 🧑‍💻"}' },
-  { event: "multi", data: "one\ntwo" },
-  { event: "message", data: "unnamed" },
-  { event: "done", data: "{}" },
+  { event: "start", data: '{"id":"msg_1"}', id: "7" },
+  { event: "delta", data: '{"text":"naïve 日本語 🧑‍💻"}', id: "8" },
+  { event: "multi", data: "one\ntwo", id: "" },
+  { event: "message", data: "unnamed", id: "" },
+  { event: "done", data: "{}", id: "" },
 ];
 
 const bytesOf = (eol) => new TextEncoder().encode(STREAM.join(eol));
@@ -76,7 +78,7 @@ test("random chunkings", () => {
 
 test("an incomplete event at the end is dropped", () => {
   assert.deepEqual(parseChunks([new TextEncoder().encode("event: a\ndata: 1\n\nevent: b\ndata: 2\n")]), [
-    { event: "a", data: "1" },
+    { event: "a", data: "1", id: "" },
   ]);
 });
 
