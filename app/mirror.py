@@ -41,11 +41,11 @@ async def write(cluster: Cluster, stream: "Stream") -> None:
     live_ms = max(window_ms, cluster.lease_ms)
     written, failures = 0, 0
     while True:
-        frames, closed = journal.frames, journal.closed
-        if written == len(frames) and not closed:
+        closed = journal.closed
+        end = len(journal)
+        if written == end and not closed:
             await journal.wait()
             continue
-        end = len(frames)
         try:
             if failures:  # a failed batch may have been written in part: ask where it ends
                 top = await cluster.redis.xrevrange(key, count=1)
@@ -54,7 +54,7 @@ async def write(cluster: Cluster, stream: "Stream") -> None:
                     return
             async with cluster.redis.pipeline(transaction=False) as pipe:
                 for n in range(written, end):
-                    pipe.xadd(key, {"f": frames[n]}, id=f"0-{n + 1}")
+                    pipe.xadd(key, {"f": journal.frame(n + 1)}, id=f"0-{n + 1}")
                 if closed:
                     pipe.xadd(key, {"end": 1}, id=f"0-{end + 1}")
                     pipe.pexpire(key, window_ms)

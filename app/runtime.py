@@ -7,6 +7,7 @@ step runs even when an earlier one raises.
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import Any
 
@@ -21,6 +22,10 @@ from app.stream import Stream
 
 log = logging.getLogger("chat_relay")
 
+# What finished answers kept for resuming may hold, per stream slot: a long answer's frames
+# (8,192 deltas at about 60 bytes) are about 0.5 MB, a typical one's a few KB.
+KEPT_BYTES_PER_SLOT = 128 * 1024
+
 
 class Runtime:
     def __init__(self, settings: Settings, client: anthropic.AsyncAnthropic) -> None:
@@ -30,6 +35,11 @@ class Runtime:
         self.streams: set[Stream] = set()
         # Resumable streams by id: while they run, and RESUME_WINDOW after.
         self.resumable: dict[str, Stream] = {}
+        # Finished ones kept for RESUME_WINDOW (id -> bytes held), oldest first. They hold
+        # no slot, so their bytes have a budget of their own; past it the oldest go early.
+        self.kept: OrderedDict[str, int] = OrderedDict()
+        self.kept_bytes = 0
+        self.kept_budget = settings.max_concurrent_streams * KEPT_BYTES_PER_SLOT
         # The loop holds tasks only weakly: these are the strong references.
         self.tasks: set[asyncio.Task[None]] = set()
         self.draining = False
@@ -88,12 +98,26 @@ class Runtime:
                 telemetry.ACTIVE.dec()
                 self.streams.discard(stream)
                 self.slots.release(stream.client_key)
-                if stream.stream_id is not None:  # a finished answer stays readable a while
-                    asyncio.get_running_loop().call_later(
-                        stream.resume_window, self.resumable.pop, stream.stream_id, None
-                    )
+                if stream.stream_id is not None:
+                    self._keep(stream)
                 if lease is not None:
                     await self.cluster.release(stream.client_key, lease)  # type: ignore[union-attr]
+
+    def _keep(self, stream: Stream) -> None:
+        """A finished answer stays readable for RESUME_WINDOW, within the budget."""
+        stream_id, size = stream.stream_id, stream.outbox.nbytes  # type: ignore[union-attr]
+        assert stream_id is not None
+        self.kept[stream_id] = size
+        self.kept_bytes += size
+        asyncio.get_running_loop().call_later(stream.resume_window, self._forget, stream_id)
+        while self.kept_bytes > self.kept_budget:
+            self._forget(next(iter(self.kept)))
+
+    def _forget(self, stream_id: str) -> None:
+        size = self.kept.pop(stream_id, None)
+        if size is not None:  # not forgotten already
+            self.kept_bytes -= size
+            self.resumable.pop(stream_id, None)
 
     async def _admit(self, stream: Stream) -> str | None:
         """Take the stream's slot (and, with Redis, its client lease, and claim its id);

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from app.config import Settings
+from app.runtime import KEPT_BYTES_PER_SLOT
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -61,8 +62,10 @@ def test_manifests_agree_with_the_app():
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["requests"]
-    key = next(e for e in container["env"] if e["name"] == "ANTHROPIC_API_KEY")
-    assert key["valueFrom"]["secretKeyRef"]["name"] == "chat-relay"
+    for secret in ("ANTHROPIC_API_KEY", "REDIS_URL"):  # the Redis URL holds a password
+        key = next(e for e in container["env"] if e["name"] == secret)
+        assert key["valueFrom"]["secretKeyRef"]["name"] == "chat-relay"
+        assert secret not in config
     # Every configured setting is one the app knows.
     known = {name.upper() for name in Settings.model_fields} | {"FORWARDED_ALLOW_IPS"}
     assert set(config) <= known
@@ -128,6 +131,9 @@ def test_nginx_example():
 
 # Measured by bench/ (idle scenario): an idle relay's RSS, and RSS per open stream.
 PROCESS_MB, STREAM_MB = 112, 0.072
+# A resumable stream keeps its frames: about 54 bytes for a delta of 4 characters
+# (tests/test_journal.py); 80 leaves room for 30-byte deltas. At most one a token.
+JOURNAL_FRAME_MB = 80 / 2**20
 
 
 def test_the_memory_limit_covers_the_worst_case():
@@ -137,5 +143,10 @@ def test_the_memory_limit_covers_the_worst_case():
     streams = int(config["MAX_CONCURRENT_STREAMS"])
     body_mb = int(config["MAX_BODY_BYTES"]) / 2**20
     reading = int(config["MAX_READING_REQUESTS"])
-    worst = PROCESS_MB + streams * STREAM_MB + reading * 2 * body_mb + streams * 2 * body_mb
+    # A stream holds its conversation until its first delta, its frames after (if
+    # resumable): per stream the larger of the two. Finished answers kept for resuming
+    # have a budget of their own (app/runtime.py).
+    journal_mb = int(config["MAX_TOKENS_LIMIT"]) * JOURNAL_FRAME_MB
+    held_mb = max(2 * body_mb, journal_mb) + KEPT_BYTES_PER_SLOT / 2**20
+    worst = PROCESS_MB + streams * (STREAM_MB + held_mb) + reading * 2 * body_mb
     assert worst <= limit_mb, f"worst case {worst:.0f} MB over the {limit_mb:.0f} MB limit"

@@ -1,6 +1,7 @@
 """A resumable stream's journal: numbered frames, replay from any id, one reader at a time."""
 
 import asyncio
+import tracemalloc
 
 from app.journal import Journal
 
@@ -9,7 +10,10 @@ def test_frames_are_numbered_one_by_one_even_two_in_a_chunk():
     journal = Journal()
     journal.put_nowait(b"event: start\ndata: {}\n\nevent: delta\ndata: {}\n\n")
     journal.put_nowait(b"event: done\ndata: {}\n\n")
-    assert [f.split(b"\n")[0] for f in journal.frames] == [b"id: 1", b"id: 2", b"id: 3"]
+    assert len(journal) == 3
+    assert [journal.frame(n).split(b"\n")[0] for n in (1, 2, 3)] == [b"id: 1", b"id: 2", b"id: 3"]
+    assert journal.frame(3) == b"id: 3\nevent: done\ndata: {}\n\n"
+    assert journal.since(1) == journal.frame(2) + journal.frame(3)
 
 
 def test_a_reader_gets_what_follows_its_id_then_the_rest_live():
@@ -45,3 +49,19 @@ def test_a_new_reader_takes_over():
         return await asyncio.wait_for(old, 1) is None  # the old reader's stream ended
 
     assert asyncio.run(run())
+
+
+def test_a_frame_costs_a_few_bytes_beyond_its_own():
+    # 8,192 deltas (a long answer) of a typical 36-byte frame.
+    journal = Journal()
+    frame = b'event: delta\ndata: {"text":"abcd"}\n\n'
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(8192):
+            journal.put_nowait(frame)
+        per_frame = (tracemalloc.get_traced_memory()[0] - before) / 8192
+    finally:
+        tracemalloc.stop()
+    id_line = len(b"id: 8192\n")
+    assert per_frame < len(frame) + id_line + 16, per_frame  # a list of bytes: about +40

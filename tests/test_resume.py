@@ -116,3 +116,16 @@ def test_two_hundred_streams_dropped_and_resumed_at_random_points(make_relay, up
     assert all(text == "".join(WORDS) for text, _ in results)
     assert len(upstream.requests) == 200, "one upstream request per answer"
     print(f"\nresume request to first replayed frame, 200 streams: {percentiles(results)}")
+
+
+def test_finished_answers_kept_for_resuming_have_a_byte_budget(make_relay, upstream):
+    # Budget: 1 slot x 128 KiB. Each answer is about 60 KB of frames.
+    relay = make_relay(max_concurrent_streams=1)
+    ids = []
+    for _ in range(4):
+        upstream.push(answer(*["x" * 40] * 800))
+        reply = httpx2.post(f"{relay.url}/api/chat", json={"message": "x", "resumable": True})
+        ids.append(frames_with_ids(reply.text.split("\n"))[0][2]["stream_id"])
+    runtime = relay.state.runtime
+    assert 0 < runtime.kept_bytes <= runtime.kept_budget
+    assert [resume(relay.url, i).status_code for i in ids] == [404, 404, 200, 200]
