@@ -10,11 +10,11 @@ reading its upstream, which is what resuming is for.
 
 import asyncio
 from array import array
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 
 class Journal:
-    __slots__ = ("_changed", "_data", "_ends", "closed", "reader")
+    __slots__ = ("_changed", "_data", "_ends", "closed", "listener", "reader")
 
     def __init__(self) -> None:
         # Frames back to back in one buffer, with where each ends: about 5 bytes of
@@ -24,6 +24,8 @@ class Journal:
         self.closed = False
         self.reader = 0  # which reader is current: each attach() takes over
         self._changed: asyncio.Future[None] | None = None
+        # Told of each new frame, and the close (the Redis writer, app/mirror.py).
+        self.listener: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._ends)
@@ -51,10 +53,15 @@ class Journal:
             data += b"id: %d\n%s\n\n" % (len(ends) + 1, frame)
             ends.append(len(data))
         self._wake()
+        if self.listener is not None:
+            self.listener()
 
     def close(self) -> None:
         self.closed = True
         self._wake()
+        if self.listener is not None:
+            self.listener()
+            self.listener = None  # nothing follows
 
     def attach(self) -> int:
         """Make a new reader the current one; the previous one's `follow` ends."""

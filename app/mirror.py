@@ -1,21 +1,23 @@
 """A resumable stream's frames in Redis: written by the replica that produces them, read
 by whichever replica a caller resumes on.
 
-The writer follows the stream's journal like a reader does and writes whatever has
-gathered since its last write in one pipeline (`XADD` per frame, entry id `0-N` for SSE id
-N), so a busy stream costs one round trip per batch, not per delta. The journal keeps every
-frame, so a write that fails (Redis away) is retried from where it stopped: nothing is lost,
-and the stream itself never waits for Redis. After the last frame an `end` entry tells
-readers the stream is over, and the key expires RESUME_WINDOW later.
+One writer per replica writes whatever frames have gathered, across all its streams, in one
+pipeline (`XADD` per frame, entry id `0-N` for SSE id N). The journal keeps every frame, so
+a write that fails (Redis away) is retried: nothing is lost, and a stream never waits for
+Redis. After a stream's last frame an `end` entry tells readers it is over, and the key
+expires RESUME_WINDOW later.
 """
 
+import asyncio
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from app.cluster import Cluster, frames_key, owner_key
 from app.journal import Journal
@@ -29,50 +31,122 @@ log = logging.getLogger("chat_relay")
 # How long a reader's XREAD waits for new frames before checking that the stream's
 # replica is still alive.
 BLOCK_MS = 2000
+# At shutdown, how long what is pending may take to be written.
+FLUSH_SECONDS = 2.0
 ORPHANED = "The replica producing this answer went away; please ask again."
 
 
-async def write(cluster: Cluster, stream: "Stream") -> None:
-    """Copy the stream's journal to Redis until it is closed and written, then mark the
-    end."""
-    stream_id, journal, window = stream.stream_id, stream.outbox, stream.resume_window
-    assert stream_id is not None and isinstance(journal, Journal)
-    key, window_ms = frames_key(stream_id), max(int(window * 1000), 1)
-    live_ms = max(window_ms, cluster.lease_ms)
-    written, failures = 0, 0
-    while True:
-        closed = journal.closed
-        end = len(journal)
-        if written == end and not closed:
-            await journal.wait()
-            continue
-        try:
-            if failures:  # a failed batch may have been written in part: ask where it ends
-                top = await cluster.redis.xrevrange(key, count=1)
-                written = int(top[0][0].split(b"-")[1]) if top else 0
-                if written > end:  # the end mark is in: all was written
-                    return
-            async with cluster.redis.pipeline(transaction=False) as pipe:
-                for n in range(written, end):
-                    pipe.xadd(key, {"f": journal.frame(n + 1)}, id=f"0-{n + 1}")
-                if closed:
+class Mirror:
+    """The one writer of this replica's resumable streams' frames to Redis.
+
+    A stream's journal tells it when frames come (`changed`); whatever has gathered, across
+    every stream, goes out in one pipeline, and what comes while that is in flight goes in
+    the next. A busy replica makes a few round trips a second however many streams run,
+    not one per delta.
+    """
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.streams: dict[str, _Mirrored] = {}
+        self.dirty: dict[str, None] = {}  # ordered set: streams with frames to write
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def add(self, stream: "Stream") -> None:
+        stream_id, journal = stream.stream_id, stream.outbox
+        assert stream_id is not None and isinstance(journal, Journal)
+        self.streams[stream_id] = _Mirrored(journal, stream.resume_window)
+        journal.listener = partial(self.changed, stream_id)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def changed(self, stream_id: str) -> None:
+        self.dirty[stream_id] = None
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Write what is pending (for up to FLUSH_SECONDS), then stop."""
+        if self._task is not None:
+            self._closing = True
+            self._wake.set()
+            await asyncio.wait({self._task}, timeout=FLUSH_SECONDS)
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        failures = 0
+        while not (self._closing and not self.dirty):
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self.dirty = self.dirty, {}
+            try:
+                await self._write(batch)
+            except RedisError as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("redis: frames not written (%s); retrying", type(exc).__name__)
+                self._retry(batch)
+                await anyio.sleep(min(0.5 * failures, 5.0))  # until Redis is back
+                self._wake.set()
+                continue
+            except Exception:  # a bug: log it, drop the batch, keep writing the others
+                log.exception("redis: frames writer failed")
+            failures = 0
+
+    def _retry(self, batch: dict[str, None]) -> None:
+        # Write again from each stream's first frame (Redis may have lost them); frames it
+        # holds already are refused one by one, harmlessly. A finished stream whose window
+        # has passed is let go: nobody can read it any more.
+        now = time.monotonic()
+        for stream_id in batch:
+            mirrored = self.streams.get(stream_id)
+            if mirrored is None:
+                continue
+            if mirrored.journal.closed and now > mirrored.closed_at + mirrored.window:
+                del self.streams[stream_id]
+            else:
+                mirrored.written = 0
+                self.dirty[stream_id] = None
+
+    async def _write(self, batch: dict[str, None]) -> None:
+        done, lease_ms = [], self.cluster.lease_ms
+        async with self.cluster.redis.pipeline(transaction=False) as pipe:
+            for stream_id in batch:
+                mirrored = self.streams.get(stream_id)
+                if mirrored is None:
+                    continue
+                journal, key = mirrored.journal, frames_key(stream_id)
+                window_ms = max(int(mirrored.window * 1000), 1)
+                closed, end = journal.closed, len(journal)
+                for n in range(mirrored.written + 1, end + 1):
+                    pipe.xadd(key, {"f": journal.frame(n)}, id=f"0-{n}")
+                if closed:  # the end mark, and the window starts
                     pipe.xadd(key, {"end": 1}, id=f"0-{end + 1}")
                     pipe.pexpire(key, window_ms)
                     pipe.pexpire(owner_key(stream_id), window_ms)
+                    mirrored.closed_at = mirrored.closed_at or time.monotonic()
+                    done.append(stream_id)
                 else:
-                    pipe.pexpire(key, live_ms)
-                await pipe.execute()
-        except RedisError as exc:
-            failures += 1
-            if failures == 1:
-                log.warning("redis: frames not written (%s); retrying", type(exc).__name__)
-            if closed and failures * 2 > window:  # the window is over: nobody can read it
-                return
-            await anyio.sleep(min(2.0 * failures, 5.0))  # until Redis is back
-            continue
-        written, failures = end, 0
-        if closed:
-            return
+                    pipe.pexpire(key, max(window_ms, lease_ms))
+                mirrored.written = end
+            for result in await pipe.execute(raise_on_error=False):
+                if isinstance(result, Exception) and not _already_written(result):
+                    raise result
+        for stream_id in done:
+            del self.streams[stream_id]
+
+
+class _Mirrored:
+    __slots__ = ("closed_at", "journal", "window", "written")
+
+    def __init__(self, journal: Journal, window: float) -> None:
+        self.journal, self.window = journal, window
+        self.written = 0  # frames in Redis
+        self.closed_at = 0.0
+
+
+def _already_written(error: Exception) -> bool:
+    return isinstance(error, ResponseError) and "equal or smaller" in str(error)
 
 
 class RemoteReader:

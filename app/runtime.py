@@ -13,11 +13,12 @@ from typing import Any
 
 import anthropic
 
-from app import mirror, telemetry
+from app import telemetry
 from app.admission import StreamSlots
 from app.cluster import Cluster
 from app.config import Settings
 from app.errors import ApiError, shutting_down
+from app.mirror import Mirror
 from app.stream import Stream
 
 log = logging.getLogger("chat_relay")
@@ -55,6 +56,9 @@ class Runtime:
                 self.resumable,
                 settings.max_concurrent_streams,
             )
+            self.mirror: Mirror | None = Mirror(self.cluster)
+        else:
+            self.mirror = None
 
     def start(
         self, params: dict[str, Any], client_key: str, *, log_content: bool, resumable: bool
@@ -84,8 +88,8 @@ class Runtime:
         label = stream.model if stream.model in self.model_labels else "other"
         if stream.stream_id is not None:
             self.resumable[stream.stream_id] = stream
-            if self.cluster is not None:  # its frames go to Redis too, for other replicas
-                self._spawn(mirror.write(self.cluster, stream))
+            if self.mirror is not None:  # its frames go to Redis too, for other replicas
+                self.mirror.add(stream)
         # Plain try/finally (not an ExitStack: a deque per stream): every step runs.
         self.streams.add(stream)
         telemetry.ACTIVE.inc()
@@ -159,6 +163,7 @@ class Runtime:
         await self._end_all()
         await self.client.close()
         if self.cluster is not None:
+            await self.mirror.close()  # type: ignore[union-attr]
             await self.cluster.close()
 
     async def _end_all(self) -> None:

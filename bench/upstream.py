@@ -4,7 +4,8 @@ make it, so that it is never the bottleneck (the bench reports its CPU).
 Each request says what it wants inside its body, in a marker any relay passes on as is:
 `bench:id=<id>,deltas=<n>,interval=<seconds>,stall=<0|1>`. Each delta's text carries its
 send time, `@<CLOCK_MONOTONIC ns>;`, so the client measures the latency added per delta.
-`GET /stats` tells when each stream's connection closed and when each delta was sent.
+`GET /stats` tells when each stream's connection closed, when each delta was sent, and how
+many requests asked for it.
 """
 
 import asyncio
@@ -109,7 +110,8 @@ class Upstream(asyncio.Protocol):
     async def answer(self, sid: str, n: int, interval: float, stall: bool) -> None:
         record = sid.startswith("cancel")
         sends: list[int] = []
-        STATS[sid] = [None, sends]
+        # [closed at, sends, how many requests asked for this id]
+        STATS[sid] = [None, sends, STATS.get(sid, [0, 0, 0])[2] + 1]
         write = self.transport.write
         write(HEAD + chunk(START))
         if stall:
