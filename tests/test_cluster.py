@@ -4,6 +4,8 @@ going away."""
 
 import asyncio
 import json
+import re
+import socket
 import time
 
 import httpx2
@@ -166,3 +168,27 @@ def test_two_hundred_streams_resumed_half_on_the_other_replica(
     assert all(text == "".join(WORDS) for text, _ in results)
     assert len(upstream.requests) == 200, "one upstream request per answer"
     print(f"\nresume to first replayed frame, 200 streams, two replicas: {percentiles(results)}")
+
+
+def test_ids_that_cannot_be_ours_cost_redis_nothing(make_relay, redis_server):
+    relay = make_relay(redis_url=redis_server.url)
+
+    def exists_calls() -> int:
+        with socket.create_connection(("127.0.0.1", redis_server.port)) as s:
+            s.sendall(b"INFO commandstats\r\n")
+            time.sleep(0.1)
+            stats = s.recv(65536)
+        found = re.search(rb"cmdstat_exists:calls=(\d+)", stats)
+        return int(found.group(1)) if found else 0
+
+    before = exists_calls()
+    with httpx2.Client(timeout=10) as client:
+        for attempt in ("x" * 8000, "=" * 32, "a" * 31, "%00" * 32):
+            assert client.get(f"{relay.url}/api/chat/{attempt}").status_code in (404, 414)
+            assert client.delete(f"{relay.url}/api/chat/{attempt}").status_code in (404, 414)
+        huge = {"last-event-id": "9" * 8000}
+        assert client.get(f"{relay.url}/api/chat/{'a' * 32}", headers=huge).status_code == 400
+    assert exists_calls() == before, "a malformed id must be refused before Redis"
+    # A well-formed unknown id costs one call.
+    assert httpx2.get(f"{relay.url}/api/chat/{'a' * 32}").status_code == 404
+    assert exists_calls() == before + 1
