@@ -129,7 +129,7 @@ async def cancellation(relay, upstream, scale: float) -> dict:
     stats = await fetch_json(upstream.port, "/stats")
     latencies, after, not_closed = [], 0, 0
     for r in results:
-        closed_upstream, sends = stats.get(r.sid, [None, []])
+        closed_upstream, sends = stats.get(r.sid, [None, []])[:2]
         if r.closed_at is None or closed_upstream is None:
             not_closed += 1
             continue

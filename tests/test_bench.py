@@ -50,3 +50,20 @@ def test_the_bench_runs(tmp_path):
         assert isinstance(scenarios["idle"]["kb_per_stream"], float)
         assert scenarios["chats"]["errors"] == 0 and scenarios["chats"]["cpu_ms_per_chat"] > 0
     assert results["product"]["cancel"]["deltas_after_close"] == 0
+
+
+def test_the_resume_bench_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.resume", "--streams", "10"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = dict(line.split("  ", 1) for line in result.stdout.splitlines() if "{" in line)
+    figures = {name.strip(): json.loads(value) for name, value in lines.items()}
+    for name in ("resume, one process", "resume, two replicas + Redis"):
+        assert figures[name]["complete"] == 10, figures[name]  # every text, exactly once
+        assert figures[name]["upstream_requests"] == 10, figures[name]  # one per answer
+    assert isinstance(figures["detached (resumable)"]["rss_per_stream_kb"], float)

@@ -21,6 +21,7 @@ from tests.support import (
     percentiles,
     resume,
     text_of,
+    upstream_request,
 )
 
 WORDS = [f"w{i} " for i in range(60)]
@@ -31,17 +32,6 @@ def replicas(make_replica, redis_server):
     """Two relay processes sharing one Redis."""
     env = {"REDIS_URL": redis_server.url, "MAX_STREAMS_PER_CLIENT": "1000"}
     return make_replica(**env)[1], make_replica(**env)[1]
-
-
-def conn_of(upstream, server_loop, message: str):
-    def find():
-        for request in upstream.requests:
-            if request.body["messages"][-1]["content"] == message:
-                return request.conn
-        return None
-
-    assert server_loop.wait_for(lambda: find() is not None, 5)
-    return server_loop.call(find)
 
 
 def test_a_stream_resumes_on_the_other_replica_exactly_once(replicas, upstream):
@@ -64,7 +54,7 @@ def test_delete_on_the_other_replica_stops_at_once(replicas, upstream, server_lo
     upstream.push(answer(*WORDS, delay=0.05))
     first = open_and_drop(a, 2, {"message": "stop me"})
     stream_id = first[0][2]["stream_id"]
-    conn = conn_of(upstream, server_loop, "stop me")
+    conn = upstream_request(upstream, server_loop, "stop me", timeout=5).conn
     with (
         httpx2.Client(timeout=10) as client,
         client.stream("GET", f"{b}/api/chat/{stream_id}") as reading,  # a reader on b
