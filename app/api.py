@@ -153,7 +153,6 @@ async def resume(request: Request, stream_id: str) -> Response:
         remote = RemoteReader(runtime.cluster, stream_id, int(last))  # type: ignore[arg-type]
         frames, left = remote.frames(), remote.left
     else:
-        stream.resumes += 1
         reader, frames = stream.read(int(last))
         left = partial(stream.left, reader)
         if runtime.cluster is not None:  # a reader on another replica is taken over

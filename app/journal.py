@@ -36,11 +36,17 @@ class Journal:
 
     def frame(self, n: int) -> bytes:
         """Frame `n` (ids count from 1)."""
-        return bytes(self._data[self._ends[n - 2] if n > 1 else 0 : self._ends[n - 1]])
+        return self._copy(self._ends[n - 2] if n > 1 else 0, self._ends[n - 1])
 
     def since(self, after: int) -> bytes:
         """Every frame after id `after`, in one piece."""
-        return bytes(self._data[self._ends[after - 1] if after else 0 :])
+        return self._copy(self._ends[after - 1] if after else 0, len(self._data))
+
+    def _copy(self, start: int, end: int) -> bytes:
+        # One copy (slicing the bytearray itself would copy twice); the view is released
+        # at once, so the buffer can grow again.
+        with memoryview(self._data) as view:
+            return view[start:end].tobytes()
 
     async def put(self, chunk: bytes) -> None:
         self.put_nowait(chunk)

@@ -162,8 +162,9 @@ class Runtime:
     async def close(self) -> None:
         await self._end_all()
         await self.client.close()
+        if self.mirror is not None:
+            await self.mirror.close()  # what is pending, before the connections go
         if self.cluster is not None:
-            await self.mirror.close()  # type: ignore[union-attr]
             await self.cluster.close()
 
     async def _end_all(self) -> None:

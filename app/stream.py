@@ -40,7 +40,6 @@ class Stream:
     resume_window: float = 0.0
     answer: Answer = field(init=False)
     outbox: Outbox | Journal = field(default_factory=Outbox)
-    resumes: int = 0
     _expiry: asyncio.TimerHandle | None = None
     _remote: tuple[str, int] | None = None  # a reader on another replica: (token, reader)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
@@ -68,6 +67,11 @@ class Stream:
     def stream_id(self) -> str | None:
         """The handle for resuming and stopping (resumable streams only): 192 random bits."""
         return self.answer.stream_id
+
+    @property
+    def resumes(self) -> int:
+        """Readers that came back: every attach after the first (the POST's own)."""
+        return max(self.outbox.reader - 1, 0) if isinstance(self.outbox, Journal) else 0
 
     @property
     def deltas(self) -> int:
@@ -112,7 +116,6 @@ class Stream:
 
     def attach_remote(self, token: str) -> None:
         """A reader on another replica (`token`) took over (app/cluster.py)."""
-        self.resumes += 1
         self._remote = (token, self.attach())
 
     def left_remote(self, token: str) -> None:

@@ -336,10 +336,14 @@ async function readAnswer(answer, response) {
 function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
-      clearTimeout(timer);
-      reject(new DOMException("Stopped", "AbortError"));
-    });
+    signal.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(timer);
+        reject(new DOMException("Stopped", "AbortError"));
+      },
+      { once: true },
+    );
   });
 }
 

@@ -367,6 +367,9 @@ class RedisServer:
 
 # Resumable streams
 
+# An answer of 60 deltas, each its own word: missing or repeated text shows.
+WORDS = [f"w{i} " for i in range(60)]
+
 
 def frames_with_ids(lines: list[str]) -> list[tuple[int, str, dict]]:
     """(id, event, data) of each frame, from an SSE body's lines."""

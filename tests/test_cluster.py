@@ -14,6 +14,7 @@ import pytest
 from tests.fake_upstream import answer, message_start, text_block
 from tests.support import (
     PROMPTLY,
+    WORDS,
     RedisServer,
     drop_and_resume_many,
     frames_with_ids,
@@ -23,8 +24,6 @@ from tests.support import (
     text_of,
     upstream_request,
 )
-
-WORDS = [f"w{i} " for i in range(60)]
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import httpx2
 from tests.fake_upstream import answer, message_start, text_block
 from tests.support import (
     PROMPTLY,
+    WORDS,
     drop_and_resume_many,
     frames_with_ids,
     open_and_drop,
@@ -18,10 +19,8 @@ from tests.support import (
     text_of,
 )
 
-WORDS = [f"w{i} " for i in range(60)]
 
-
-def test_a_dropped_answer_resumes_exactly_once(make_relay, upstream, server_loop):
+def test_a_dropped_answer_resumes_exactly_once(make_relay, upstream, server_loop, relay_log):
     relay = make_relay()
     upstream.push(answer(*WORDS, delay=0.02))
     first = open_and_drop(relay.url, 10)
@@ -33,6 +32,8 @@ def test_a_dropped_answer_resumes_exactly_once(make_relay, upstream, server_loop
     assert text_of(frames) == "".join(WORDS)
     assert frames[-1][1] == "done"
     assert len(upstream.requests) == 1, "resuming must not ask the upstream again"
+    assert server_loop.wait_for(lambda: len(relay_log.chats) == 1, 2)
+    assert relay_log.chats[0]["resumes"] == 1  # the log line counts the comeback
 
 
 def test_a_finished_answer_replays_from_the_start_without_last_event_id(relay, upstream):
