@@ -1,7 +1,6 @@
 """The HTTP routes. Thin: admit, read, validate, open the upstream, hand over to the relay."""
 
 import asyncio
-import re
 from functools import partial
 from typing import Any
 
@@ -13,19 +12,15 @@ from app import telemetry
 from app.admission import check_origin, check_token, client_key
 from app.body import read_body
 from app.errors import ApiError, shutting_down
-from app.mirror import RemoteReader
 from app.models import ChatRequest, upstream_params
 from app.response import ChatResponse
 from app.runtime import Runtime
 from app.sse import until_disconnected
-from app.stream import Stream
 
 router = APIRouter()
 
 # What nginx logs for a client that went away before the answer: nobody reads it.
 CLIENT_CLOSED = 499
-# A stream id as the relay makes them (secrets.token_urlsafe(24)).
-STREAM_ID = re.compile(r"[A-Za-z0-9_-]{32}")
 
 
 async def caller_left_first(request: Request, ready: "asyncio.Future[object]") -> bool:
@@ -124,20 +119,12 @@ async def _chat(request: Request) -> Response:
     )
 
 
-async def resumable_stream(request: Request, stream_id: str) -> Stream | None:
-    """The resumable stream `stream_id` names (the id is the capability for it): this
-    replica's, or None for another replica's (with Redis)."""
+def check_caller(request: Request) -> Runtime:
+    """What `POST /api/chat` asks of a caller (the origin, the token); the runtime."""
     runtime: Runtime = request.app.state.runtime
     check_origin(request, runtime.settings)
     check_token(request, runtime.settings)
-    stream = runtime.resumable.get(stream_id)
-    if stream is not None:
-        return stream
-    # Only a well-formed id costs a Redis call.
-    cluster = runtime.cluster
-    if cluster is not None and STREAM_ID.fullmatch(stream_id) and await cluster.known(stream_id):
-        return None
-    raise ApiError(404, "not_found", "No such stream: unknown, or its window has passed.")
+    return runtime
 
 
 @router.get("/api/chat/{stream_id}", response_class=Response)
@@ -146,17 +133,9 @@ async def resume(request: Request, stream_id: str) -> Response:
     last = request.headers.get("last-event-id", "0") or "0"
     if not (last.isdigit() and len(last) <= 9):
         raise ApiError(400, "invalid_request_error", "Last-Event-ID: a frame id, or none.")
-    runtime: Runtime = request.app.state.runtime
-    stream = await resumable_stream(request, stream_id)
+    runtime = check_caller(request)
+    frames, left = await runtime.read(stream_id, int(last))
     telemetry.RESUMED.inc()
-    if stream is None:  # another replica's: read from Redis
-        remote = RemoteReader(runtime.cluster, stream_id, int(last))  # type: ignore[arg-type]
-        frames, left = remote.frames(), remote.left
-    else:
-        reader, frames = stream.read(int(last))
-        left = partial(stream.left, reader)
-        if runtime.cluster is not None:  # a reader on another replica is taken over
-            runtime.cluster.announce("attach", stream_id)
     settings = runtime.settings
     return ChatResponse(
         frames, left, ping_interval=settings.ping_interval, send_timeout=settings.send_timeout
@@ -166,9 +145,5 @@ async def resume(request: Request, stream_id: str) -> Response:
 @router.delete("/api/chat/{stream_id}", status_code=204, response_class=Response)
 async def stop(request: Request, stream_id: str) -> Response:
     """Stop the stream now: its upstream is closed; a reader hears `cancelled`."""
-    stream = await resumable_stream(request, stream_id)
-    if stream is None:
-        await request.app.state.runtime.cluster.stop(stream_id)  # to its replica
-    else:
-        stream.end("stopped")
+    await check_caller(request).stop(stream_id)
     return Response(status_code=204)

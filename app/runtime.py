@@ -1,5 +1,6 @@
 """The relay's runtime state, owned in one place: the upstream client, the stream slots,
-the streams running, and whether the process is draining.
+the streams running, the resumable ones (and, with Redis, what replicas share), and
+whether the process is draining.
 
 A stream's slot is taken and given back here, around the stream's task, and every cleanup
 step runs even when an earlier one raises.
@@ -7,8 +8,10 @@ step runs even when an earlier one raises.
 
 import asyncio
 import logging
+import re
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import anthropic
@@ -18,11 +21,13 @@ from app.admission import StreamSlots
 from app.cluster import Cluster
 from app.config import Settings
 from app.errors import ApiError, shutting_down
-from app.mirror import Mirror
+from app.mirror import Mirror, RemoteReader
 from app.stream import Stream
 
 log = logging.getLogger("chat_relay")
 
+# A stream id as the relay makes them (secrets.token_urlsafe(24)).
+STREAM_ID = re.compile(r"[A-Za-z0-9_-]{32}")
 # What finished answers kept for resuming may hold, per stream slot: a long answer's frames
 # (8,192 deltas at about 60 bytes) are about 0.5 MB, a typical one's a few KB.
 KEPT_BYTES_PER_SLOT = 128 * 1024
@@ -106,6 +111,43 @@ class Runtime:
                     self._keep(stream)
                 if lease is not None:
                     await self.cluster.release(stream.client_key, lease)  # type: ignore[union-attr]
+
+    async def read(
+        self, stream_id: str, after: int
+    ) -> tuple[AsyncIterator[bytes], Callable[[str], None]]:
+        """A new reader of resumable stream `stream_id` (it takes over from any other, on
+        any replica): its frames after id `after`, and what to call when it leaves."""
+        stream = await self._find(stream_id)
+        if stream is None:  # another replica's: from Redis
+            remote = RemoteReader(self.cluster, stream_id, after)  # type: ignore[arg-type]
+            return remote.frames(), remote.left
+        reader, frames = stream.read(after)
+        if self.cluster is not None:  # a reader on another replica is taken over
+            self.cluster.announce("attach", stream_id)
+        return frames, partial(stream.left, reader)
+
+    async def stop(self, stream_id: str) -> None:
+        """Stop resumable stream `stream_id`, wherever it runs."""
+        stream = await self._find(stream_id)
+        if stream is None:
+            await self.cluster.stop(stream_id)  # type: ignore[union-attr]
+        else:
+            stream.end("stopped")
+
+    async def _find(self, stream_id: str) -> Stream | None:
+        """This replica's stream `stream_id`, or None for another replica's; else 404.
+        The id is the capability for the stream; only a well-formed one costs Redis."""
+        stream = self.resumable.get(stream_id)
+        if stream is not None:
+            return stream
+        cluster = self.cluster
+        if (
+            cluster is not None
+            and STREAM_ID.fullmatch(stream_id)
+            and await cluster.known(stream_id)
+        ):
+            return None
+        raise ApiError(404, "not_found", "No such stream: unknown, or its window has passed.")
 
     def _keep(self, stream: Stream) -> None:
         """A finished answer stays readable for RESUME_WINDOW, within the budget."""
