@@ -24,6 +24,7 @@ import uvloop
 
 from app.config import Settings
 from app.main import create_app
+from tests.fake_upstream import answer
 
 T = TypeVar("T")
 
@@ -412,7 +413,7 @@ def text_of(frames: list[tuple[int, str, dict]]) -> str:
     return "".join(data["text"] for _, name, data in frames if name == "delta")
 
 
-async def drop_and_resume_many(
+async def _drop_and_resume_many(
     urls: list[str], count: int, deltas: int, seed: int = 10
 ) -> list[tuple[str, float]]:
     """`count` resumable chats, each dropped after a random number of its `deltas` deltas
@@ -450,7 +451,14 @@ async def drop_and_resume_many(
         return await asyncio.gather(*(one(i, client) for i in range(count)))
 
 
-def percentiles(results: list[tuple[str, float]]) -> str:
+def two_hundred_resumed(urls: list[str], upstream: Any, seed: int) -> str:
+    """200 resumable answers of WORDS at 20 deltas/s, dropped at random points and
+    resumed (with two `urls`, half on the other replica): every text exactly once, one
+    upstream request each. Returns the time to the first replayed frame, p50 and p99."""
+    upstream.default = answer(*WORDS, delay=0.05)
+    results = asyncio.run(_drop_and_resume_many(urls, 200, len(WORDS), seed))
+    assert all(text == "".join(WORDS) for text, _ in results)
+    assert len(upstream.requests) == 200, "one upstream request per answer"
     waits = sorted(wait for _, wait in results)
     p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
     return f"p50 {statistics.median(waits) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
