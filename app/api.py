@@ -129,16 +129,20 @@ def check_caller(request: Request) -> Runtime:
 
 @router.get("/api/chat/{stream_id}", response_class=Response)
 async def resume(request: Request, stream_id: str) -> Response:
-    """The frames after `Last-Event-ID` (from the first without it), then the rest live."""
+    """The frames after `Last-Event-ID` (from the first without it), then the rest live;
+    204 when the answer is over and has nothing after it (an `EventSource` then stops)."""
     last = request.headers.get("last-event-id", "0") or "0"
-    if not (last.isdigit() and len(last) <= 9):
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not (last.isascii() and last.isdigit() and len(last) <= 9):
         raise ApiError(400, "invalid_request_error", "Last-Event-ID: a frame id, or none.")
     runtime = check_caller(request)
-    frames, left = await runtime.read(stream_id, int(last))
+    reading = await runtime.read(stream_id, int(last), client_key(request))
+    if reading is None:
+        return Response(status_code=204)
     telemetry.RESUMED.inc()
     settings = runtime.settings
     return ChatResponse(
-        frames, left, ping_interval=settings.ping_interval, send_timeout=settings.send_timeout
+        *reading, ping_interval=settings.ping_interval, send_timeout=settings.send_timeout
     )
 
 

@@ -1,24 +1,27 @@
 """What replicas share through Redis (REDIS_URL): resumable streams, their stops and
-takeovers, and the per-client stream limit.
+takeovers, who reads them, and the per-client stream limit.
 
 - A resumable stream's frames go to a Redis Stream (`app/mirror.py`), so any replica can
-  replay them. Its owner key says which replica produces it, refreshed by a heartbeat: a
-  replica that dies stops refreshing, and readers elsewhere learn the stream is orphaned.
-- Stops and takeovers travel on one pub/sub channel that every replica listens to: a stop
-  reaches the producing replica, a new reader closes the previous one wherever it is.
-- Client leases: a sorted set per client of its streams' expiry times, refreshed by the
-  heartbeat and dropped when a stream ends. A replica that dies stops refreshing, so its
-  leases lapse after REDIS_LEASE_SECONDS: leases, not counters that a crash would leak.
+  replay them. Its owner key says which replica produces it, set again by a heartbeat (a
+  `SET`, so a Redis that restarted empty gets it back): a replica that dies stops
+  refreshing, and readers elsewhere learn the stream is orphaned.
+- Stops and takeovers travel on one pub/sub channel that every replica listens to.
+- A reader on another replica is a lease too: its replica refreshes a reader key, and the
+  producing replica checks it on every heartbeat. A lost `left` message (Redis failing just
+  then) only delays the resume window by a lease, never leaves an answer running unread.
+- Client leases (app/leases.py), renewed by the same heartbeat.
 
-Redis failing never breaks a stream already open or a chat that did not ask to resume:
-the lease check falls back to this process's own count, and the mirror catches up once
-Redis is back. Only new resumable requests (and resumes on other replicas) are refused.
+Redis failing, or hanging, never holds up a chat: calls a request waits on go through a
+deadline and a circuit breaker (`app/breaker.py`), the lease check then falls back to this
+process's own count, and the mirror catches up once Redis is back. Only new resumable
+requests (and resumes on other replicas) are refused meanwhile.
 """
 
 import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +31,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from app.breaker import Breaker, Unavailable
 from app.errors import RETRY_AFTER_SECONDS, ApiError
+from app.leases import Leases
 
 if TYPE_CHECKING:
     from app.stream import Stream
@@ -37,26 +42,11 @@ log = logging.getLogger("chat_relay")
 
 PREFIX = "chat-relay"
 CONTROL = f"{PREFIX}:control"
-# Redis calls that hang (a network partition) fail after this, not never.
+# Redis calls that hang (a network partition) fail after this, not never. Calls a request
+# waits on have a much shorter deadline (app/breaker.py).
 SOCKET_TIMEOUT = 5.0
-
-# Take a lease if the client holds fewer than ARGV[2] live ones. Redis's clock, so the
-# replicas' clocks need not agree.
-_LEASE = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
-_RENEW = """
-local t = redis.call('TIME')
-local expiry = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], expiry, ARGV[i]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-"""
+# Connections kept for everything but remote readers (which each hold one while waiting).
+RESERVED_CONNECTIONS = 64
 
 
 def frames_key(stream_id: str) -> str:
@@ -65,6 +55,10 @@ def frames_key(stream_id: str) -> str:
 
 def owner_key(stream_id: str) -> str:
     return f"{PREFIX}:owner:{stream_id}"
+
+
+def reader_key(stream_id: str) -> str:
+    return f"{PREFIX}:reader:{stream_id}"
 
 
 def resume_unavailable() -> ApiError:
@@ -80,30 +74,34 @@ class Cluster:
     def __init__(
         self, url: str, lease_seconds: float, streams: Mapping[str, "Stream"], max_streams: int
     ) -> None:
-        # A resume of another replica's stream holds a connection while it waits for
-        # frames; writes hold one for a round trip. Past the cap a call waits for a free
-        # connection (up to SOCKET_TIMEOUT) rather than failing. One quick retry: a call
-        # that cannot reach Redis fails in about a second, not after long backoffs.
+        # Remote readers hold a connection each while they wait for frames (at most
+        # `max_readers`); the rest of the pool serves writes and the request path. Past the
+        # cap a call waits for a free connection rather than failing. One quick retry: a
+        # call that cannot reach Redis fails in about a second, not after long backoffs.
+        self.max_readers = max_streams
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
-            max_connections=max_streams + 64,
+            max_connections=max_streams + RESERVED_CONNECTIONS,
             timeout=SOCKET_TIMEOUT,
             retry=Retry(NoBackoff(), 1),
             socket_connect_timeout=1.0,
             socket_timeout=SOCKET_TIMEOUT,
         )
         self.redis = aioredis.Redis.from_pool(pool)
+        self.breaker = Breaker()
         self.replica = secrets.token_hex(8)
+        self.lease_seconds = lease_seconds
         self.lease_ms = int(lease_seconds * 1000)
+        self.leases = Leases(self.redis, self.breaker, self.replica, self.lease_ms)
         self.heartbeat = lease_seconds / 3
         self.streams = streams  # this replica's resumable streams, by id
-        self.leases: dict[str, set[str]] = {}  # client key -> lease members held here
         # Resumes of other replicas' streams read here: stream id -> (token, close).
         self.readers: dict[str, tuple[str, Callable[[], None]]] = {}
-        self._lease = self.redis.register_script(_LEASE)
-        self._renew = self.redis.register_script(_RENEW)
+        # Told when Redis lost what it held (it restarted empty): the mirror writes again.
+        self.on_lost: Callable[[], None] = lambda: None
+        self._run_id: str | None = None
+        self._reached = time.monotonic()  # when a heartbeat last reached Redis
         self._tasks: set[asyncio.Task[None]] = set()
-        self._count = 0
 
     def start(self) -> None:
         self._spawn(self._listen())
@@ -115,81 +113,84 @@ class Cluster:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.redis.aclose()
 
-    # Per-client leases ---------------------------------------------------------------
-
-    async def lease(self, client: str, limit: int) -> str | None:
-        """Take a lease for one of `client`'s streams (429 if it holds `limit`); None when
-        Redis cannot be reached: the caller then relies on its own process's count."""
-        self._count += 1
-        member = f"{self.replica}:{self._count}"
-        try:
-            key = _leases_key(client)
-            taken = await self._lease(keys=[key], args=[member, limit, self.lease_ms])
-        except RedisError as exc:
-            log.warning("redis: lease check skipped (%s)", type(exc).__name__)
-            return None
-        if not taken:
-            raise ApiError(
-                429,
-                "rate_limit_error",
-                f"At most {limit} streams at once per client.",
-                {"Retry-After": RETRY_AFTER_SECONDS},
-            )
-        self.leases.setdefault(client, set()).add(member)
-        return member
-
-    async def release(self, client: str, member: str) -> None:
-        held = self.leases.get(client)
-        if held is not None:
-            held.discard(member)
-            if not held:
-                del self.leases[client]
-        with contextlib.suppress(RedisError):  # else it lapses within REDIS_LEASE_SECONDS
-            await self.redis.zrem(_leases_key(client), member)
-
     # Resumable streams ---------------------------------------------------------------
 
     async def register(self, stream_id: str) -> None:
         """Claim a new resumable stream for this replica, before its 200: a resume on any
-        replica finds it from then on. 503 `resume_unavailable` if Redis cannot be reached."""
+        replica finds it from then on. 503 `resume_unavailable` if Redis does not answer."""
         try:
-            await self.redis.set(owner_key(stream_id), self.replica, px=self.lease_ms)
-        except RedisError as exc:
-            log.warning("redis: resumable stream refused (%s)", type(exc).__name__)
+            await self.breaker.call(
+                lambda: self.redis.set(owner_key(stream_id), self.replica, px=self.lease_ms)
+            )
+        except Unavailable:
+            log.warning("redis: resumable stream refused (unavailable)")
             raise resume_unavailable() from None
 
-    async def known(self, stream_id: str) -> bool:
-        """Whether another replica's stream `stream_id` can be read (503 if Redis can't)."""
+    async def probe(self, stream_id: str) -> tuple[bool, int | None]:
+        """Whether another replica's stream `stream_id` can be read, and, if it is over,
+        how many frames it has (503 if Redis does not answer)."""
+
+        async def ask() -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.exists(frames_key(stream_id), owner_key(stream_id))
+                pipe.xrevrange(frames_key(stream_id), count=1)
+                return await pipe.execute()
+
         try:
-            return bool(await self.redis.exists(frames_key(stream_id), owner_key(stream_id)))
-        except RedisError:
+            exists, top = await self.breaker.call(ask)
+        except Unavailable:
             raise resume_unavailable() from None
+        ended = None
+        if top and b"end" in top[0][1]:  # the end mark's id is one past the last frame
+            ended = int(top[0][0].split(b"-")[1]) - 1
+        return bool(exists), ended
 
     async def orphaned(self, stream_id: str) -> bool:
-        """Whether the replica producing `stream_id` stopped refreshing it (it died)."""
+        """Whether the replica producing `stream_id` has no owner key (it may have died)."""
         return not await self.redis.exists(owner_key(stream_id))
 
     def announce(self, op: str, stream_id: str, token: str = "-") -> None:
-        """Tell every replica: `stop` a stream, a reader `attach`ed to it, or `left` it."""
+        """Tell every replica: `stop` a stream, or a reader `attach`ed to it."""
         self._spawn(self._publish(f"{op} {stream_id} {self.replica} {token}"))
 
     async def stop(self, stream_id: str) -> None:
+        message = f"stop {stream_id} {self.replica} -"
         try:
-            await self._publish(f"stop {stream_id} {self.replica} -", strict=True)
-        except RedisError:
+            await self.breaker.call(lambda: self.redis.publish(CONTROL, message))
+        except Unavailable:
             raise resume_unavailable() from None
 
     def reading(self, stream_id: str, token: str, close: Callable[[], None]) -> None:
-        """A reader here now reads another replica's `stream_id`; a previous one closes."""
+        """A reader here now reads another replica's `stream_id`: its presence is a lease
+        from now on, and every replica hears of it (a previous reader closes)."""
         previous = self.readers.get(stream_id)
         if previous is not None:
             previous[1]()
         self.readers[stream_id] = (token, close)
 
+        async def attach() -> None:
+            with contextlib.suppress(RedisError):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.set(reader_key(stream_id), token, px=self.lease_ms)
+                    pipe.publish(CONTROL, f"attach {stream_id} {self.replica} {token}")
+                    await pipe.execute()
+
+        self._spawn(attach())
+
     def done_reading(self, stream_id: str, token: str) -> None:
         if self.readers.get(stream_id, ("",))[0] == token:
             del self.readers[stream_id]
-        self.announce("left", stream_id, token)
+
+        async def leave() -> None:
+            # The presence first, then the message: a producer that hears `left` finds no
+            # reader key. If both are lost, the key lapses within a lease anyway.
+            with contextlib.suppress(RedisError):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.delete(reader_key(stream_id))
+                    pipe.publish(CONTROL, f"left {stream_id} {self.replica} {token}")
+                    await pipe.execute()
+
+        self._spawn(leave())
 
     def _control(self, message: bytes) -> None:
         try:
@@ -211,12 +212,9 @@ class Cluster:
         elif op == "left":
             stream.left_remote(token)
 
-    async def _publish(self, message: str, *, strict: bool = False) -> None:
-        try:
+    async def _publish(self, message: str) -> None:
+        with contextlib.suppress(RedisError):
             await self.redis.publish(CONTROL, message)
-        except RedisError:
-            if strict:
-                raise
 
     async def _listen(self) -> None:
         # Reconnects for as long as the process runs: Redis may come and go.
@@ -232,28 +230,50 @@ class Cluster:
             await anyio.sleep(1.0)
 
     async def _beat(self) -> None:
-        """Refresh what this replica holds: its leases, and its running streams' keys."""
         while True:
             await anyio.sleep(self.heartbeat)
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for client, members in self.leases.items():
-                        await self._renew(
-                            keys=[_leases_key(client)], args=[self.lease_ms, *members], client=pipe
-                        )
-                    for stream_id, stream in self.streams.items():
-                        if stream.outcome is None:
-                            pipe.pexpire(owner_key(stream_id), self.lease_ms)
-                            pipe.pexpire(frames_key(stream_id), self.lease_ms, gt=True)
-                    await pipe.execute()
+                await self.beat()
             except RedisError as exc:
                 log.warning("redis: heartbeat failed (%s)", type(exc).__name__)
+                if time.monotonic() - self._reached > self.lease_seconds:
+                    # Nobody elsewhere can be reading through a Redis this replica has not
+                    # reached for a lease: their resume windows start.
+                    for stream in self.streams.values():
+                        stream.remote_present(None)
+
+    async def beat(self) -> None:
+        """Refresh what this replica holds (its leases, its running streams' keys, the
+        presence of its remote readers), check on the remote readers of its own streams,
+        and notice a Redis that restarted empty."""
+        lease_ms = self.lease_ms
+        watched = [
+            (stream_id, stream)
+            for stream_id, stream in self.streams.items()
+            if stream.outcome is None and stream.remote_token is not None
+        ]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.info("server")
+            for stream_id, _ in watched:
+                pipe.get(reader_key(stream_id))
+            await self.leases.renew(pipe)
+            for stream_id, stream in self.streams.items():
+                if stream.outcome is None:
+                    pipe.set(owner_key(stream_id), self.replica, px=lease_ms)
+                    pipe.pexpire(frames_key(stream_id), lease_ms, gt=True)
+            for stream_id, (token, _) in self.readers.items():
+                pipe.set(reader_key(stream_id), token, px=lease_ms)
+            replies = await pipe.execute()
+        self._reached = time.monotonic()
+        run_id = replies[0].get("run_id")
+        if self._run_id is not None and run_id != self._run_id:
+            log.warning("redis: the server restarted; writing resumable frames again")
+            self.on_lost()
+        self._run_id = run_id
+        for (_, stream), present in zip(watched, replies[1:], strict=False):
+            stream.remote_present(present.decode() if present else None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _leases_key(client: str) -> str:
-    return f"{PREFIX}:leases:{client}"

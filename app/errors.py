@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.telemetry import printable
+from app.telemetry import printable, redact
 
 log = logging.getLogger("chat_relay")
 
@@ -179,7 +179,8 @@ def install(app: FastAPI) -> None:
         return ApiError(exc.status_code, error_type, str(exc.detail), exc.headers).response()
 
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, printable(request.url.path))
+        path = printable(redact(request.url.path))
+        log.exception("unhandled error on %s %s", request.method, path)
         return ApiError(500, "internal_error", "Internal error.").response()
 
     app.add_exception_handler(ApiError, on_api_error)

@@ -64,6 +64,9 @@ class Journal:
 
     def close(self) -> None:
         self.closed = True
+        # Kept for the resume window from here on: no room to grow (a bytearray holds
+        # about a fifth more than it uses).
+        self._data = bytes(self._data)  # type: ignore[assignment]
         self._wake()
         if self.listener is not None:
             self.listener()

@@ -15,7 +15,7 @@ from app.config import Settings
 from app.lifecycle import handle_sigterm
 from app.response import QuietAbort
 from app.runtime import Runtime
-from app.telemetry import WithRequestId, serve_metrics
+from app.telemetry import RedactPaths, WithRequestId, serve_metrics
 
 log = logging.getLogger("chat_relay")
 ACCESS_FORMAT = (
@@ -33,9 +33,12 @@ def setup_logging(level: str) -> None:
     log.handlers[:] = [h for h in log.handlers if h.get_name() != "chat_relay"] + [handler]
     log.propagate = False
     log.setLevel(level.upper())
-    for access in logging.getLogger("uvicorn.access").handlers:
+    access_log = logging.getLogger("uvicorn.access")
+    for access in access_log.handlers:
         access.addFilter(WithRequestId())
         access.setFormatter(AccessFormatter(ACCESS_FORMAT))
+    if not any(isinstance(f, RedactPaths) for f in access_log.filters):
+        access_log.addFilter(RedactPaths())  # stream ids are capabilities: not in logs
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     error_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, QuietAbort) for f in error_log.filters):
@@ -83,8 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type", "x-request-id"],
+            # DELETE stops a resumable answer; Last-Event-ID resumes one.
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["authorization", "content-type", "last-event-id", "x-request-id"],
             expose_headers=["retry-after", "x-request-id"],
         )
     web.install(app)  # last: its headers go on every response, CORS preflights included

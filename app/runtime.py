@@ -9,7 +9,6 @@ step runs even when an earlier one raises.
 import asyncio
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -20,7 +19,9 @@ from app import telemetry
 from app.admission import StreamSlots
 from app.cluster import Cluster
 from app.config import Settings
-from app.errors import ApiError, shutting_down
+from app.errors import RETRY_AFTER_SECONDS, ApiError, shutting_down
+from app.journal import Journal
+from app.kept import Kept
 from app.mirror import Mirror, RemoteReader
 from app.stream import Stream
 
@@ -28,8 +29,8 @@ log = logging.getLogger("chat_relay")
 
 # A stream id as the relay makes them (secrets.token_urlsafe(24)).
 STREAM_ID = re.compile(r"[A-Za-z0-9_-]{32}")
-# What finished answers kept for resuming may hold, per stream slot: a long answer's frames
-# (8,192 deltas at about 60 bytes) are about 0.5 MB, a typical one's a few KB.
+# What finished answers kept for resuming may hold, per stream slot (app/kept.py): a long
+# answer's frames (8,192 deltas at about 60 bytes) are about 0.5 MB, a typical one's a few KB.
 KEPT_BYTES_PER_SLOT = 128 * 1024
 
 
@@ -39,17 +40,20 @@ class Runtime:
         self.client = client
         self.slots = StreamSlots(settings.max_concurrent_streams, settings.max_streams_per_client)
         self.streams: set[Stream] = set()
-        # Resumable streams by id: while they run, and RESUME_WINDOW after.
+        # Resumable streams by id while they run; finished, their journals for the window.
         self.resumable: dict[str, Stream] = {}
-        # Finished ones kept for RESUME_WINDOW (id -> bytes held), oldest first. They hold
-        # no slot, so their bytes have a budget of their own; past it the oldest go early.
-        self.kept: OrderedDict[str, int] = OrderedDict()
-        self.kept_bytes = 0
-        self.kept_budget = settings.max_concurrent_streams * KEPT_BYTES_PER_SLOT
+        self.kept = Kept(
+            settings.max_concurrent_streams * KEPT_BYTES_PER_SLOT,
+            settings.resume_window,
+            self._forget,
+        )
         # The loop holds tasks only weakly: these are the strong references.
         self.tasks: set[asyncio.Task[None]] = set()
         self.draining = False
         self.reading = 0  # request bodies being read now (app/body.py)
+        # Resumed streams being read, per client; those read from another replica.
+        self.readers: dict[str, int] = {}
+        self.remote_readers = 0
         # Metric labels come from a fixed set: the models a request may name, or `other`.
         self.model_labels = frozenset(settings.allowed_models or [settings.default_model])
         # What replicas share, when there are several (REDIS_URL).
@@ -107,63 +111,101 @@ class Runtime:
                 telemetry.ACTIVE.dec()
                 self.streams.discard(stream)
                 self.slots.release(stream.client_key)
-                if stream.stream_id is not None:
-                    self._keep(stream)
+                if stream.stream_id is not None:  # only its frames stay, for the window
+                    del self.resumable[stream.stream_id]
+                    self.kept.add(stream.stream_id, stream.outbox)  # type: ignore[arg-type]
                 if lease is not None:
-                    await self.cluster.release(stream.client_key, lease)  # type: ignore[union-attr]
+                    await self.cluster.leases.release(stream.client_key, lease)  # type: ignore[union-attr]
 
     async def read(
-        self, stream_id: str, after: int
-    ) -> tuple[AsyncIterator[bytes], Callable[[str], None]]:
+        self, stream_id: str, after: int, client: str
+    ) -> tuple[AsyncIterator[bytes], Callable[[str], None]] | None:
         """A new reader of resumable stream `stream_id` (it takes over from any other, on
-        any replica): its frames after id `after`, and what to call when it leaves."""
-        stream = await self._find(stream_id)
-        if stream is None:  # another replica's: from Redis
-            remote = RemoteReader(self.cluster, stream_id, after)  # type: ignore[arg-type]
-            return remote.frames(), remote.left
-        reader, frames = stream.read(after)
-        if self.cluster is not None:  # a reader on another replica is taken over
-            self.cluster.announce("attach", stream_id)
-        return frames, partial(stream.left, reader)
+        any replica): its frames after id `after`, and what to call when it leaves; None
+        when the answer is over and has nothing after `after`.
+
+        Readers count against MAX_STREAMS_PER_CLIENT apart from streams, and readers of
+        other replicas' streams (each holds a Redis connection) against the pool."""
+        if self.readers.get(client, 0) >= self.slots.per_client:
+            raise ApiError(
+                429,
+                "rate_limit_error",
+                f"At most {self.slots.per_client} resumed streams at once per client.",
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        found, ended = await self._find(stream_id)
+        remote = found is None
+        if found is None:  # another replica's: from Redis
+            cluster = self.cluster
+            assert cluster is not None
+            if ended is not None and after >= ended:
+                return None
+            if self.remote_readers >= cluster.max_readers:
+                raise ApiError(
+                    503,
+                    "overloaded_error",
+                    "This relay is serving as many resumed streams as it can; try again shortly.",
+                    {"Retry-After": RETRY_AFTER_SECONDS},
+                )
+            remote_reader = RemoteReader(cluster, stream_id, after)
+            frames, left = remote_reader.frames(), remote_reader.left
+            self.remote_readers += 1
+        else:
+            journal = found.outbox if isinstance(found, Stream) else found
+            if journal.closed and after >= len(journal):  # type: ignore[union-attr, arg-type]
+                return None
+            if isinstance(found, Stream):
+                number, frames = found.read(after)
+                left = partial(found.left, number)
+            else:  # finished: nothing to detach from
+                frames, left = found.follow(found.attach(), after), _nothing
+            if self.cluster is not None:  # a reader on another replica is taken over
+                self.cluster.announce("attach", stream_id)
+        self.readers[client] = self.readers.get(client, 0) + 1
+        reading = True
+
+        def gone(reason: str) -> None:
+            nonlocal reading
+            if reading:  # told more than once (app/response.py): counted once
+                reading = False
+                self._count_out(client, remote)
+            left(reason)
+
+        return frames, gone
+
+    def _count_out(self, client: str, remote: bool) -> None:
+        self.remote_readers -= remote
+        left = self.readers[client] - 1
+        if left:
+            self.readers[client] = left
+        else:
+            del self.readers[client]
 
     async def stop(self, stream_id: str) -> None:
-        """Stop resumable stream `stream_id`, wherever it runs."""
-        stream = await self._find(stream_id)
-        if stream is None:
+        """Stop resumable stream `stream_id`, wherever it runs (a finished one: a no-op)."""
+        found, _ = await self._find(stream_id)
+        if found is None:
             await self.cluster.stop(stream_id)  # type: ignore[union-attr]
-        else:
-            stream.end("stopped")
+        elif isinstance(found, Stream):
+            found.end("stopped")
 
-    async def _find(self, stream_id: str) -> Stream | None:
-        """This replica's stream `stream_id`, or None for another replica's; else 404.
-        The id is the capability for the stream; only a well-formed one costs Redis."""
-        stream = self.resumable.get(stream_id)
-        if stream is not None:
-            return stream
+    async def _find(self, stream_id: str) -> tuple[Stream | Journal | None, int | None]:
+        """This replica's stream `stream_id` (running, or the journal of a finished one),
+        or None for another replica's (with its frame count if it is over); else 404. The
+        id is the capability for the stream; only a well-formed one costs Redis."""
+        found = self.resumable.get(stream_id) or self.kept.get(stream_id)
+        if found is not None:
+            return found, None
         cluster = self.cluster
-        if (
-            cluster is not None
-            and STREAM_ID.fullmatch(stream_id)
-            and await cluster.known(stream_id)
-        ):
-            return None
+        if cluster is not None and STREAM_ID.fullmatch(stream_id):
+            known, ended = await cluster.probe(stream_id)
+            if known:
+                return None, ended
         raise ApiError(404, "not_found", "No such stream: unknown, or its window has passed.")
 
-    def _keep(self, stream: Stream) -> None:
-        """A finished answer stays readable for RESUME_WINDOW, within the budget."""
-        stream_id, size = stream.stream_id, stream.outbox.nbytes  # type: ignore[union-attr]
-        assert stream_id is not None
-        self.kept[stream_id] = size
-        self.kept_bytes += size
-        asyncio.get_running_loop().call_later(stream.resume_window, self._forget, stream_id)
-        while self.kept_bytes > self.kept_budget:
-            self._forget(next(iter(self.kept)))
-
     def _forget(self, stream_id: str) -> None:
-        size = self.kept.pop(stream_id, None)
-        if size is not None:  # not forgotten already
-            self.kept_bytes -= size
-            self.resumable.pop(stream_id, None)
+        if self.mirror is not None:  # its window has passed: nobody can read it
+            self.mirror.forget(stream_id)
 
     async def _admit(self, stream: Stream) -> str | None:
         """Take the stream's slot (and, with Redis, its client lease, and claim its id);
@@ -175,13 +217,13 @@ class Runtime:
             return None
         lease = None
         try:
-            lease = await self.cluster.lease(stream.client_key, self.slots.per_client)
+            lease = await self.cluster.leases.take(stream.client_key, self.slots.per_client)
             if stream.stream_id is not None:
                 await self.cluster.register(stream.stream_id)
         except BaseException:
             self.slots.release(stream.client_key)
             if lease is not None:
-                await self.cluster.release(stream.client_key, lease)
+                await self.cluster.leases.release(stream.client_key, lease)
             raise
         return lease
 
@@ -203,6 +245,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self._end_all()
+        self.kept.clear()
         await self.client.close()
         if self.mirror is not None:
             await self.mirror.close()  # what is pending, before the connections go
@@ -214,3 +257,7 @@ class Runtime:
             stream.end("server_shutdown")
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=2.0)
+
+
+def _nothing(reason: str) -> None:
+    """A reader of a finished answer left: nothing runs that it could detach from."""

@@ -26,6 +26,14 @@ from app.outbox import Outbox
 from app.translate import Answer, failure_frames, message_started, translate
 from app.upstream import READ_ERRORS, drain, open_upstream, read_failure
 
+# The last frame of a stream the relay ended after its start, by why it ended.
+CANCELLED = ("cancelled", "The answer was cancelled.")
+ENDINGS = {
+    "stopped": ("cancelled", "Stopped."),  # DELETE
+    "server_shutdown": SHUTDOWN,
+    "expired": ("expired", "Nobody came back for this answer in time; please ask again."),
+}
+
 
 @dataclass(eq=False)  # a stream is an identity, kept in a set while it runs
 class Stream:
@@ -110,6 +118,8 @@ class Stream:
         reader that was taken over from changes nothing."""
         if self.stream_id is None:
             self.end(reason)
+        elif self.outcome is not None:
+            return  # over: nothing runs that could expire (a timer would hold the stream)
         elif self.outbox.reader == reader and self._expiry is None:  # type: ignore[union-attr]
             loop = asyncio.get_running_loop()
             self._expiry = loop.call_later(self.resume_window, self.end, "expired")
@@ -122,6 +132,30 @@ class Stream:
         if self._remote is not None and self._remote[0] == token:
             self.left(self._remote[1])
 
+    @property
+    def remote_token(self) -> str | None:
+        """The reader on another replica that reads this stream now, if any."""
+        remote = self._remote
+        if remote is None or self.outbox.reader != remote[1]:  # type: ignore[union-attr]
+            return None
+        return remote[0]
+
+    def remote_present(self, token: str | None) -> None:
+        """What the heartbeat found of the remote reader's lease: `token`, or None once it
+        lapsed. A lapse starts the resume window (the `left` message may have been lost);
+        a lease that is back (Redis restarted empty meanwhile) stops it again; a newer
+        reader's lease is a takeover whose `attach` message was lost."""
+        current = self.remote_token
+        if current is None:
+            return
+        if token is None:
+            self.left(self._remote[1])  # type: ignore[index]
+        elif token != current:
+            self.attach_remote(token)
+        elif self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
     async def run(self) -> None:
         """The stream's task: runs until the answer is complete, failed, or ended."""
         try:
@@ -131,6 +165,8 @@ class Stream:
             if self.outcome is None:  # ended from outside (or the task was cancelled)
                 self._ended(self.ended_by or "cancelled")
             self.outbox.close()
+            if self._expiry is not None:  # nothing left to expire
+                self._expiry.cancel()
 
     async def _attempts(self) -> None:
         # One loop, every await in it interruptible by the scope: connect, backoff,
@@ -195,14 +231,12 @@ class Stream:
 
     def _ended(self, reason: str) -> None:
         self.outcome = reason
-        if reason == "stopped" and self.ready.done():
-            # An explicit stop (DELETE): a reader still attached hears it.
-            self.outbox.put_nowait(failure_frames(self.answer, "cancelled", "Stopped."))
+        if self.ready.done():
+            # Started: whoever reads it now or comes back hears how it ended, never just
+            # an end of the body (a resumable answer's replay included).
+            self.outbox.put_nowait(failure_frames(self.answer, *ENDINGS.get(reason, CANCELLED)))
         elif reason == "server_shutdown":
-            if not self.ready.done():
-                self.ready.set_result(shutting_down())
-            else:
-                self.outbox.put_nowait(failure_frames(self.answer, *SHUTDOWN))
-        elif not self.ready.done():
+            self.ready.set_result(shutting_down())
+        else:
             self.status = 499  # what nginx logs for a caller who left before the answer
             self.ready.set_result(ApiError(499, reason, "The caller went away."))

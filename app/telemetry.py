@@ -2,6 +2,7 @@
 and a request id that ties the two to uvicorn's access log. Nothing here runs per delta.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -59,6 +60,8 @@ REJECTED = Counter("chat_relay_rejected_requests_total", "Requests refused.", ["
 
 # A caller's X-Request-ID is kept only if it is short and plain: it lands in our logs.
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# The path segment after /api/chat/ names a stream: it is the capability to read and stop it.
+_CAPABILITY = re.compile(r"(/api/chat/)([^/?#\s]+)")
 
 
 def _registry() -> CollectorRegistry:
@@ -175,4 +178,22 @@ class WithRequestId(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        return True
+
+
+def redact(path: str) -> str:
+    """`path` for a log line, with a stream id replaced by a short hash of it: lines about
+    one stream can still be joined, but not used to read or stop it."""
+    return _CAPABILITY.sub(
+        lambda m: m[1] + "~" + hashlib.sha256(m[2].encode()).hexdigest()[:12], path
+    )
+
+
+class RedactPaths(logging.Filter):
+    """Keeps stream ids out of uvicorn's access log (its args: client, method, path, ...)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], redact(args[2]), *args[3:])
         return True

@@ -437,13 +437,14 @@ async def _drop_and_resume_many(
         headers = {"last-event-id": str(first[-1][0])}
         url = f"{back}/api/chat/{first[0][2]['stream_id']}"
         async with client.stream("GET", url, headers=headers) as again:
+            assert again.status_code == 200, (i, again.status_code, await again.aread())
             async for line in again.aiter_lines():
                 if not rest:
                     waited = time.perf_counter() - asked
                 rest.append(line)
         frames = first + frames_with_ids(rest)
         assert [f[0] for f in frames] == list(range(1, len(frames) + 1)), (i, frames[-3:])
-        assert frames[-1][1] == "done", i
+        assert frames[-1][1] == "done", (i, frames[-2:])
         return text_of(frames), waited
 
     unlimited = httpx2.Limits(max_connections=None)  # the client must not queue

@@ -178,13 +178,15 @@ def test_slots_are_always_released_under_churn(make_relay, upstream, server_loop
 # ---- CORS ---------------------------------------------------------------------------
 
 
-def preflight(relay, origin: str) -> httpx2.Response:
+def preflight(
+    relay, origin: str, method: str = "POST", headers: str = "content-type", path: str = ""
+) -> httpx2.Response:
     return httpx2.options(
-        f"{relay.url}/api/chat",
+        f"{relay.url}/api/chat{path}",
         headers={
             "origin": origin,
-            "access-control-request-method": "POST",
-            "access-control-request-headers": "content-type",
+            "access-control-request-method": method,
+            "access-control-request-headers": headers,
         },
     )
 
@@ -200,6 +202,18 @@ def test_cors_for_the_listed_origins_only(make_relay):
     ok = preflight(relay, "https://app.example")
     assert ok.headers["access-control-allow-origin"] == "https://app.example"
     assert "access-control-allow-origin" not in preflight(relay, "https://evil.example").headers
+
+
+def test_cors_lets_an_allowed_origin_resume_and_stop(make_relay):
+    # A front end on an allowed origin resumes with Last-Event-ID and stops with DELETE.
+    relay = make_relay(cors_origins="https://app.example")
+    path = "/" + "a" * 32
+    resume = preflight(relay, "https://app.example", "GET", "last-event-id", path)
+    assert resume.status_code == 200, resume.text
+    assert "last-event-id" in resume.headers["access-control-allow-headers"].lower()
+    stop = preflight(relay, "https://app.example", "DELETE", "authorization", path)
+    assert stop.status_code == 200, stop.text
+    assert "DELETE" in stop.headers["access-control-allow-methods"]
 
 
 # ---- retries before the first delta -------------------------------------------------

@@ -91,7 +91,12 @@ def test_a_stream_nobody_resumes_expires(make_relay, upstream, server_loop, rela
     assert server_loop.wait_for(lambda: len(relay_log.chats) == 1, 1)
     assert relay_log.chats[0]["outcome"] == "expired" and relay_log.chats[0]["deltas"] == 2
     stream_id = first[0][2]["stream_id"]
-    assert server_loop.wait_for(lambda: stream_id not in runtime.resumable, 2)
+    # Within the window a replay says how it ended (never just an end of the body), so a
+    # client can tell it from a dropped connection; after the window, 404.
+    replay = frames_with_ids(resume(relay.url, stream_id).text.split("\n"))
+    assert text_of(replay) == "one two " and replay[-1][1] == "error"
+    assert replay[-1][2]["error"]["type"] == "expired"
+    assert server_loop.wait_for(lambda: runtime.kept.get(stream_id) is None, 2)
     assert resume(relay.url, stream_id).status_code == 404
 
 
@@ -115,13 +120,64 @@ def test_two_hundred_streams_dropped_and_resumed_at_random_points(make_relay, up
 
 
 def test_finished_answers_kept_for_resuming_have_a_byte_budget(make_relay, upstream):
-    # Budget: 1 slot x 128 KiB. Each answer is about 60 KB of frames.
+    # Budget: 1 slot x 128 KiB. Each answer costs about 50 KB (frames and overhead).
     relay = make_relay(max_concurrent_streams=1)
     ids = []
     for _ in range(4):
-        upstream.push(answer(*["x" * 40] * 800))
+        upstream.push(answer(*["x" * 40] * 600))
         reply = httpx2.post(f"{relay.url}/api/chat", json={"message": "x", "resumable": True})
         ids.append(frames_with_ids(reply.text.split("\n"))[0][2]["stream_id"])
-    runtime = relay.state.runtime
-    assert 0 < runtime.kept_bytes <= runtime.kept_budget
+    kept = relay.state.runtime.kept
+    assert 0 < kept.nbytes <= kept.budget
     assert [resume(relay.url, i).status_code for i in ids] == [404, 404, 200, 200]
+
+
+def test_a_frame_id_that_is_not_ascii_digits_is_a_400(relay, upstream, relay_log):
+    upstream.push(answer("a"))
+    reply = httpx2.post(f"{relay.url}/api/chat", json={"message": "x", "resumable": True})
+    stream_id = frames_with_ids(reply.text.split("\n"))[0][2]["stream_id"]
+    for odd in ("²".encode("latin-1"), b"\xd9\xa3", b"-1", b"1e3"):  # superscript, Arabic 3
+        again = httpx2.get(f"{relay.url}/api/chat/{stream_id}", headers={"last-event-id": odd})
+        assert again.status_code == 400, odd
+        assert again.json()["error"]["type"] == "invalid_request_error"
+    assert "Traceback" not in relay_log.text and "unhandled" not in relay_log.text
+
+
+def test_past_the_end_of_a_finished_answer_is_204(relay, upstream):
+    # What the SSE standard tells a client (a browser's EventSource) to stop reconnecting.
+    upstream.push(answer("a", "b"))
+    reply = httpx2.post(f"{relay.url}/api/chat", json={"message": "x", "resumable": True})
+    frames = frames_with_ids(reply.text.split("\n"))
+    stream_id, last = frames[0][2]["stream_id"], frames[-1][0]
+    assert resume(relay.url, stream_id, last).status_code == 204
+    assert resume(relay.url, stream_id, last + 5).status_code == 204
+    before = resume(relay.url, stream_id, last - 1)
+    assert before.status_code == 200 and frames_with_ids(before.text.split("\n")) == frames[-1:]
+
+
+def test_stream_ids_stay_out_of_the_access_log(make_relay, upstream, server_loop, relay_log):
+    relay = make_relay({"log_level": "info"})  # uvicorn's access log on
+    upstream.push(answer("a"))
+    reply = httpx2.post(f"{relay.url}/api/chat", json={"message": "x", "resumable": True})
+    stream_id = frames_with_ids(reply.text.split("\n"))[0][2]["stream_id"]
+    resume(relay.url, stream_id)
+    httpx2.delete(f"{relay.url}/api/chat/{stream_id}")
+    assert server_loop.wait_for(lambda: relay_log.text.count("/api/chat/~") >= 2, 2), relay_log.text
+    assert stream_id not in relay_log.text, "the id is the capability to read and stop it"
+
+
+def test_readers_per_client_are_limited(make_relay, upstream, server_loop):
+    relay = make_relay(max_streams_per_client=2)
+    upstream.default = answer(*WORDS, delay=0.05)
+    ids = [open_and_drop(relay.url, 1)[0][2]["stream_id"] for _ in range(2)]
+    with (
+        httpx2.Client(timeout=10) as client,
+        client.stream("GET", f"{relay.url}/api/chat/{ids[0]}") as one,
+        client.stream("GET", f"{relay.url}/api/chat/{ids[1]}") as two,
+    ):
+        assert one.status_code == two.status_code == 200
+        third = client.get(f"{relay.url}/api/chat/{ids[0]}")
+        assert third.status_code == 429, "two readers open: at the limit"
+    # Readers that left give their place back.
+    assert server_loop.wait_for(lambda: not relay.state.runtime.readers, 2)
+    assert resume(relay.url, ids[0]).status_code == 200
