@@ -21,8 +21,9 @@ from app.errors import RETRY_AFTER_SECONDS, ApiError
 log = logging.getLogger("chat_relay")
 
 # Seconds a chat waits for its lease before it is admitted on this process's own count.
-# The check goes on meanwhile (and may open the breaker); a lease granted late is simply
-# not renewed, so it lapses within REDIS_LEASE_SECONDS.
+# The check goes on meanwhile (and may open the breaker), and chats that come while it
+# does are admitted at once; a lease granted late is simply not renewed, so it lapses
+# within REDIS_LEASE_SECONDS.
 WAIT = 0.25
 
 # Take a lease if the client holds fewer than ARGV[2] live ones.
@@ -59,6 +60,8 @@ class Leases:
     async def take(self, client: str, limit: int) -> str | None:
         """A lease for one of `client`'s streams (429 if it holds `limit`); None when Redis
         does not answer at once: the caller then relies on its own process's count."""
+        if self._late:  # a check is already waiting on a slow Redis: do not queue behind it
+            return None
         self._count += 1
         member = f"{self.replica}:{self._count}"
         args = [member, limit, self.ms]

@@ -2,14 +2,18 @@
 streams (resumed and stopped through the other), the per-client limit, and survive Redis
 going away."""
 
+import asyncio
 import json
 import re
+import signal
 import socket
 import time
+from types import SimpleNamespace
 
 import httpx2
 import pytest
 
+from app.cluster import Cluster, owner_key
 from tests.fake_upstream import answer, message_start, text_block
 from tests.support import (
     PROMPTLY,
@@ -176,3 +180,132 @@ def test_ids_that_cannot_be_ours_cost_redis_nothing(make_relay, redis_server):
     # A well-formed unknown id costs one call.
     assert httpx2.get(f"{relay.url}/api/chat/{'a' * 32}").status_code == 404
     assert exists_calls() == before + 1
+
+
+# A bad day for Redis -----------------------------------------------------------------
+
+
+def test_a_resume_after_redis_restarted_empty_serves_no_gap(make_replica, upstream, tmp_path):
+    redis = RedisServer(tmp_path).start()
+    try:
+        env = {"REDIS_URL": redis.url, "REDIS_LEASE_SECONDS": "1"}
+        (_, a), (_, b) = make_replica(**env), make_replica(**env)
+        upstream.push(answer(*WORDS[:12], delay=0.5))  # slow: Redis restarts between writes
+        first = open_and_drop(a, 3)
+        redis.stop()
+        redis.start()  # the same port, empty
+        time.sleep(1.2)  # a delta or two written after the restart
+        frames = frames_with_ids(resume(b, first[0][2]["stream_id"]).text.split("\n"))
+    finally:
+        redis.stop()
+    assert [f[0] for f in frames] == list(range(1, len(frames) + 1)), "a gap was served"
+    assert frames[0][1] == "start"
+    assert frames[-1][1] == "done", frames[-2:]  # not a false "replica went away"
+    assert text_of(frames) == "".join(WORDS[:12])
+
+
+def test_the_heartbeat_sets_owner_keys_again_after_redis_lost_them(tmp_path):
+    redis = RedisServer(tmp_path).start()
+    stream = SimpleNamespace(outcome=None, remote_token=None)
+
+    async def run() -> tuple[bool, int]:
+        lost = []
+        cluster = Cluster(redis.url, 10.0, {"o" * 32: stream}, 100)  # type: ignore[dict-item]
+        cluster.on_lost = lambda: lost.append(1)
+        await cluster.beat()
+        redis.stop()
+        redis.start()  # empty: the owner key is gone, and PEXPIRE cannot bring it back
+        await cluster.beat()
+        back = bool(await cluster.redis.exists(owner_key("o" * 32)))
+        await cluster.close()
+        return back, len(lost)
+
+    try:
+        back, lost = asyncio.run(run())
+    finally:
+        redis.stop()
+    assert back, "a live stream's owner key must survive a Redis restart"
+    assert lost == 1, "a restart is noticed: the mirror writes everything again"
+
+
+def test_a_lost_left_message_still_starts_the_window(
+    make_replica, redis_server, upstream, server_loop
+):
+    # The reading replica dies: no `left` is ever published. Its reader lease lapses, and
+    # the producer's window starts then, instead of the answer running to its end unread.
+    env = {"REDIS_URL": redis_server.url, "REDIS_LEASE_SECONDS": "1", "RESUME_WINDOW": "2"}
+    (_, a), (process_b, b) = make_replica(**env), make_replica(**env)
+    upstream.push(answer(*WORDS, delay=0.3, output_tokens=60))  # 18 s
+    first = open_and_drop(a, 1, {"message": "read elsewhere"})
+    conn = upstream_request(upstream, server_loop, "read elsewhere").conn
+    with (
+        httpx2.Client(timeout=10) as client,
+        client.stream("GET", f"{b}/api/chat/{first[0][2]['stream_id']}") as reading,
+    ):
+        lines = reading.iter_lines()  # kept: a dropped iterator closes the connection
+        assert next(lines).startswith("id: ")
+        time.sleep(2.5)  # past the window: the reader on b is what keeps it going
+        assert server_loop.call(lambda: conn.closed) is None
+        process_b.kill()
+        killed = time.monotonic()
+    closed = server_loop.wait_for(lambda: conn.closed is not None, 8)
+    assert closed, "the answer ran on with nobody reading it"
+    # The lease (1 s), a heartbeat to notice it, then the window (2 s).
+    assert conn.closed - killed < 5
+
+
+def test_a_hung_redis_delays_no_chat(make_relay, upstream, tmp_path):
+    redis = RedisServer(tmp_path).start()
+    try:
+        relay = make_relay(redis_url=redis.url)
+        assert httpx2.post(f"{relay.url}/api/chat", json={"message": "warm"}).status_code == 200
+        redis.process.send_signal(signal.SIGSTOP)  # answers nothing, refuses nothing
+        waits = []
+        with httpx2.Client(timeout=30) as client:
+            for n in range(6):
+                started = time.monotonic()
+                with client.stream("POST", f"{relay.url}/api/chat", json={"message": str(n)}) as r:
+                    assert r.status_code == 200
+                    waits.append(time.monotonic() - started)
+            started = time.monotonic()
+            resumable = client.post(
+                f"{relay.url}/api/chat", json={"message": "r", "resumable": True}
+            )
+            resumable_wait = time.monotonic() - started
+            started = time.monotonic()
+            resumed = client.get(f"{relay.url}/api/chat/{'a' * 32}")
+            resume_wait = time.monotonic() - started
+        redis.process.send_signal(signal.SIGCONT)
+    finally:
+        redis.stop()
+    print(f"\nplain chats' first bytes with Redis hung: {[round(w, 3) for w in waits]} s")
+    assert max(waits) < 1.0, "plain chats must not wait for a hung Redis"
+    assert resumable.status_code == 503 and resumable_wait < 2.0
+    assert resumable.json()["error"]["type"] == "resume_unavailable"
+    assert resumed.status_code == 503 and resume_wait < 2.0
+
+
+def test_past_the_end_elsewhere_is_204_at_once_and_remote_readers_are_capped(
+    make_replica, redis_server, upstream
+):
+    env = {"REDIS_URL": redis_server.url, "MAX_STREAMS_PER_CLIENT": "1000"}
+    (_, a), (_, b) = make_replica(**env), make_replica(**env, MAX_CONCURRENT_STREAMS="1")
+    upstream.push(answer("a", "b"))
+    done = frames_with_ids(
+        httpx2.post(f"{a}/api/chat", json={"message": "x", "resumable": True}).text.split("\n")
+    )
+    stream_id, last = done[0][2]["stream_id"], done[-1][0]
+    time.sleep(0.3)  # written to Redis
+    started = time.monotonic()
+    assert resume(b, stream_id, last).status_code == 204
+    assert time.monotonic() - started < 1.0
+    # Each remote reader holds a Redis connection: b serves at most MAX_CONCURRENT_STREAMS.
+    upstream.default = answer(*WORDS, delay=0.05)
+    ids = [open_and_drop(a, 1)[0][2]["stream_id"] for _ in range(2)]
+    with (
+        httpx2.Client(timeout=10) as client,
+        client.stream("GET", f"{b}/api/chat/{ids[0]}") as one,
+    ):
+        assert one.status_code == 200
+        second = client.get(f"{b}/api/chat/{ids[1]}")
+        assert second.status_code == 503 and second.json()["error"]["type"] == "overloaded_error"

@@ -122,3 +122,113 @@ def test_a_new_reader_on_the_same_replica_closes_the_previous_one(redis_server):
         return ended
 
     assert asyncio.run(run()), "the first reader must end at once when taken over"
+
+
+def test_a_redis_restarted_empty_between_writes_gets_every_frame_again(tmp_path):
+    # No write fails: the reconnected pipeline reaches an empty server. The writer must
+    # notice that Redis lost frames 1-3, not append 4 and 5 after nothing.
+    redis = RedisServer(tmp_path).start()
+    try:
+
+        async def run() -> list:
+            cluster = Cluster(redis.url, 10.0, {}, 100)
+            mirror, journal = Mirror(cluster), Journal()
+            mirror.add(stream_like("v" * 32, journal))
+            key = frames_key("v" * 32)
+            for _ in range(3):
+                journal.put_nowait(FRAME)
+
+            async def written(count: int):
+                async def check() -> bool:
+                    return await cluster.redis.xlen(key) == count
+
+                return check
+
+            await until(await written(3))
+            redis.stop()
+            redis.start()  # the same port, empty
+            for _ in range(2):
+                journal.put_nowait(FRAME)
+            await until(await written(5))
+            entries = await cluster.redis.xrange(key)
+            await mirror.close()
+            await cluster.close()
+            return entries
+
+        entries = asyncio.run(run())
+    finally:
+        redis.stop()
+    assert [e[0] for e in entries] == [f"0-{n}".encode() for n in range(1, 6)]
+
+
+def lag_while(tmp_path, fault: str) -> tuple[float, list[int]]:
+    """40 streams of 1,500 frames gathered while Redis cannot take them (`fault`:
+    `stopped`, or `oom` at maxmemory), then Redis back: the event loop's longest stall
+    while the writer catches up, and how many entries each stream has in Redis."""
+    redis = RedisServer(tmp_path).start()
+    try:
+
+        async def run() -> tuple[float, list[int]]:
+            cluster = Cluster(redis.url, 10.0, {}, 100)
+            mirror = Mirror(cluster)
+            ids = [f"{n:032d}" for n in range(40)]
+            journals = [Journal() for _ in ids]
+            for stream_id, journal in zip(ids, journals, strict=True):
+                mirror.add(stream_like(stream_id, journal, window=60))
+            if fault == "oom":
+                await cluster.redis.config_set("maxmemory", "1mb")
+            else:
+                redis.stop()
+            stalls: list[float] = []
+
+            async def ticker() -> None:
+                while True:
+                    started = asyncio.get_running_loop().time()
+                    await asyncio.sleep(0.005)
+                    stalls.append(asyncio.get_running_loop().time() - started - 0.005)
+
+            tick = asyncio.ensure_future(ticker())
+            for _ in range(1500):
+                for journal in journals:
+                    journal.put_nowait(FRAME)
+                await asyncio.sleep(0)
+            for journal in journals:
+                journal.close()
+            await asyncio.sleep(1.5)  # failed writes meanwhile
+            if fault == "oom":
+                await cluster.redis.config_set("maxmemory", "0")
+            else:
+                redis.start()
+
+            async def all_written() -> bool:
+                async with cluster.redis.pipeline(transaction=False) as pipe:
+                    for stream_id in ids:
+                        pipe.xlen(frames_key(stream_id))
+                    return all(n == 1501 for n in await pipe.execute())
+
+            async with asyncio.timeout(30):
+                while not await all_written():  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            tick.cancel()
+            counts = [await cluster.redis.xlen(frames_key(i)) for i in ids]
+            await mirror.close()
+            await cluster.close()
+            return max(stalls), counts
+
+        return asyncio.run(run())
+    finally:
+        redis.stop()
+
+
+def test_catching_up_after_an_outage_never_blocks_the_event_loop(tmp_path):
+    stall, counts = lag_while(tmp_path, "stopped")
+    print(f"\nlongest event-loop stall while catching up 60,000 frames: {stall * 1000:.0f} ms")
+    assert counts == [1501] * 40  # every frame and the end mark, once
+    assert stall < 0.25, f"the writer blocked the event loop for {stall:.2f} s"
+
+
+def test_redis_out_of_memory_backs_off_and_loses_nothing(tmp_path):
+    stall, counts = lag_while(tmp_path, "oom")
+    print(f"\nlongest event-loop stall at maxmemory and after: {stall * 1000:.0f} ms")
+    assert counts == [1501] * 40
+    assert stall < 0.25, f"the writer blocked the event loop for {stall:.2f} s"
