@@ -4,13 +4,16 @@ Kubernetes schemas and agree with the app's settings, the nginx example is sound
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
+import httpx2
 import pytest
 import yaml
 
 from app.config import Settings
 from app.runtime import KEPT_BYTES_PER_SLOT
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -90,16 +93,18 @@ def test_env_example_lists_every_setting():
 
 def test_nginx_example():
     conf = (ROOT / "deploy" / "nginx.conf").read_text()
-    chat = conf[conf.index("location = /api/chat") :]
+    # Resumed answers (GET /api/chat/<id>) stream too: the prefix, not just the one path.
+    chat = conf[conf.index("location /api/chat {") :]
     chat = chat[: chat.index("}")]
     for directive in ("proxy_buffering off", "proxy_cache off", "proxy_read_timeout 120s"):
         assert directive in chat
     assert "X-Forwarded-For" in conf
-    nginx = shutil.which("nginx") or (
-        Path("/usr/sbin/nginx") if Path("/usr/sbin/nginx").exists() else None
-    )
-    if nginx is None:
-        pytest.skip("nginx not installed: syntax not checked")
+    # The access log never holds a stream id (the capability to read and stop it).
+    assert "access_log /var/log/nginx/access.log relay;" in conf
+    log_format = conf[conf.index("log_format relay") : conf.index("access_log")]
+    assert "$loggable_uri" in log_format and "$request " not in log_format
+    assert "$request_uri" not in log_format
+    nginx = nginx_binary()
     # Check the syntax with a throwaway certificate where the example expects one.
     text = conf.replace("/etc/nginx/tls/", str(ROOT / "test-artifacts" / "tls") + "/")
     tls = ROOT / "test-artifacts" / "tls"
@@ -127,6 +132,47 @@ def test_nginx_example():
     (tls / "nginx.conf").write_text(text)
     result = run(str(nginx), "-t", "-q", "-c", str(tls / "nginx.conf"), "-e", "stderr")
     assert result.returncode == 0, result.stderr
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if found is None:
+        pytest.skip("nginx not installed")
+    return found
+
+
+def test_nginx_logs_no_stream_id(tmp_path):
+    # The example's own map and log format, in a real nginx on 127.0.0.1.
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    logging = conf[conf.index("    map $request_uri") : conf.index("    access_log")]
+    port = free_port()
+    (tmp_path / "nginx.conf").write_text(
+        f"daemon off; pid {tmp_path}/pid; error_log {tmp_path}/error.log;\n"
+        f"events {{}}\nhttp {{\n{logging}\n  access_log {tmp_path}/access.log relay;\n"
+        f"  server {{ listen 127.0.0.1:{port}; location / {{ return 204; }} }}\n}}\n"
+    )
+    nginx = subprocess.Popen(
+        [nginx_binary(), "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)]
+    )
+    try:
+        secret = "S3cretStreamId_0123456789abcdefg"
+        for _ in range(50):
+            try:
+                httpx2.get(f"http://127.0.0.1:{port}/api/chat/{secret}")
+                break
+            except httpx2.TransportError:
+                time.sleep(0.1)
+        httpx2.delete(f"http://127.0.0.1:{port}/api/chat/{secret}/stream")
+        httpx2.get(f"http://127.0.0.1:{port}/api/config")
+    finally:
+        nginx.terminate()
+        nginx.wait(5)
+    log = (tmp_path / "access.log").read_text()
+    assert secret not in log
+    assert '"GET /api/chat/- ' in log and '"DELETE /api/chat/-/stream ' in log
+    assert '"GET /api/config ' in log
 
 
 # Measured by bench/ (idle scenario): an idle relay's RSS, and RSS per open stream.
