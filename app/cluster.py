@@ -47,6 +47,8 @@ CONTROL = f"{PREFIX}:control"
 SOCKET_TIMEOUT = 5.0
 # Connections kept for everything but remote readers (which each hold one while waiting).
 RESERVED_CONNECTIONS = 64
+# Every so many heartbeats, idle pooled connections are closed (opened again when needed).
+IDLE_BEATS = 4
 
 
 def frames_key(stream_id: str) -> str:
@@ -230,9 +232,15 @@ class Cluster:
             await anyio.sleep(1.0)
 
     async def _beat(self) -> None:
+        beats = 0
         while True:
             await anyio.sleep(self.heartbeat)
+            beats += 1
             try:
+                if beats % IDLE_BEATS == 0:
+                    # A burst (remote readers, catching up) leaves connections idle in the
+                    # pool for good: close them, so descriptors come back to their level.
+                    await self.redis.connection_pool.disconnect(inuse_connections=False)
                 await self.beat()
             except RedisError as exc:
                 log.warning("redis: heartbeat failed (%s)", type(exc).__name__)

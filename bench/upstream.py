@@ -39,7 +39,8 @@ END = (
     b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 )
 
-# Per stream id: [closed_at or None, [send times]] (send times kept only when asked).
+# Per stream id: [closed_at or None, [send times], requests, finished_at or None] (send
+# times kept only for the ids that ask for them).
 STATS: dict[str, list] = {}
 
 
@@ -108,10 +109,10 @@ class Upstream(asyncio.Protocol):
         self.paused = None
 
     async def answer(self, sid: str, n: int, interval: float, stall: bool) -> None:
-        record = sid.startswith("cancel")
+        record = sid.startswith(("cancel", "fault"))  # the fault run checks every delta
         sends: list[int] = []
-        # [closed at, sends, how many requests asked for this id]
-        STATS[sid] = [None, sends, STATS.get(sid, [0, 0, 0])[2] + 1]
+        # [closed at, sends, how many requests asked for this id, answer written at]
+        STATS[sid] = [None, sends, STATS.get(sid, [0, 0, 0])[2] + 1, None]
         write = self.transport.write
         write(HEAD + chunk(START))
         if stall:
@@ -133,6 +134,7 @@ class Upstream(asyncio.Protocol):
             if record:
                 sends.append(now)
         write(chunk(END % n) + b"0\r\n\r\n")
+        STATS[sid][3] = time.monotonic_ns()  # the connection may stay open, in a pool
 
 
 async def main(port: int) -> None:
