@@ -371,6 +371,8 @@ def judge(
             "p50": round(percentile([t for _, t in world.plain], 50) * 1000, 1),
             "p99": round(percentile([t for _, t in world.plain], 99) * 1000, 1),
             "p99_during_faults": round(percentile(in_faults, 99) * 1000, 1),
+            "max_during_faults": round(max(in_faults, default=0) * 1000, 1),
+            "during_faults": len(in_faults),
             "failed": world.plain_failed,
         },
         "upstream_closed_after_window_and_lease_max_s": round(max(late), 2) if late else None,

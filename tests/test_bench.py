@@ -67,3 +67,21 @@ def test_the_resume_bench_runs():
         assert figures[name]["complete"] == 10, figures[name]  # every text, exactly once
         assert figures[name]["upstream_requests"] == 10, figures[name]  # one per answer
     assert isinstance(figures["detached (resumable)"]["rss_per_stream_kb"], float)
+
+
+def test_the_fault_run_passes():
+    # bench/faults.py, shortened: two replicas, Redis and the upstream stand-in through a
+    # hung Redis, an empty restart, maxmemory and a killed replica. Its own checks decide.
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.faults", "--seconds", "20", "--rate", "4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    print(result.stdout[-3000:])
+    report = json.loads(result.stdout)
+    assert report["failures"] == [], report["failures"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert report["outcomes"].get("done", 0) >= report["answers"] // 2
+    assert len(report["faults"]) == 4

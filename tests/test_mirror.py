@@ -62,7 +62,9 @@ def test_frames_go_to_redis_once_each_and_a_reader_elsewhere_follows(redis_serve
     ]
 
 
-def test_nothing_is_lost_while_redis_is_away(tmp_path):
+def through_a_restart(tmp_path, before: int, while_down: int, after: int) -> list:
+    """`before` frames written, Redis restarted empty (`while_down` frames put while it is
+    down, `after` once it is back), the stream closed: the entries Redis holds in the end."""
     redis = RedisServer(tmp_path).start()
     try:
 
@@ -70,28 +72,38 @@ def test_nothing_is_lost_while_redis_is_away(tmp_path):
             cluster = Cluster(redis.url, 10.0, {}, 100)
             mirror, journal = Mirror(cluster), Journal()
             mirror.add(stream_like("t" * 32, journal))
-            journal.put_nowait(FRAME)
             key = frames_key("t" * 32)
-            await until(lambda: cluster.redis.exists(key))
+
+            def holds(count: int):
+                async def check() -> bool:
+                    return await cluster.redis.xlen(key) == count
+
+                return check
+
+            for _ in range(before):
+                journal.put_nowait(FRAME)
+            await until(holds(before))
             redis.stop()  # and everything it held with it
-            for _ in range(3):
+            for _ in range(while_down):
+                journal.put_nowait(FRAME)
+            await asyncio.sleep(0.5 if while_down else 0)  # writes fail meanwhile
+            redis.start()  # the same port, empty
+            for _ in range(after):
                 journal.put_nowait(FRAME)
             journal.close()
-            await asyncio.sleep(0.5)
-            redis.start()  # the same port, empty
-
-            async def all_written() -> bool:
-                return await cluster.redis.xlen(key) == 5
-
-            await until(all_written)
+            await until(holds(before + while_down + after + 1))
             entries = await cluster.redis.xrange(key)
             await mirror.close()
             await cluster.close()
             return entries
 
-        entries = asyncio.run(run())
+        return asyncio.run(run())
     finally:
         redis.stop()
+
+
+def test_nothing_is_lost_while_redis_is_away(tmp_path):
+    entries = through_a_restart(tmp_path, before=1, while_down=3, after=0)
     assert [e[0] for e in entries] == [f"0-{n}".encode() for n in range(1, 6)]
     assert [e[1][b"f"].split(b"\n")[0] for e in entries[:4]] == [
         b"id: 1",
@@ -127,38 +139,9 @@ def test_a_new_reader_on_the_same_replica_closes_the_previous_one(redis_server):
 def test_a_redis_restarted_empty_between_writes_gets_every_frame_again(tmp_path):
     # No write fails: the reconnected pipeline reaches an empty server. The writer must
     # notice that Redis lost frames 1-3, not append 4 and 5 after nothing.
-    redis = RedisServer(tmp_path).start()
-    try:
-
-        async def run() -> list:
-            cluster = Cluster(redis.url, 10.0, {}, 100)
-            mirror, journal = Mirror(cluster), Journal()
-            mirror.add(stream_like("v" * 32, journal))
-            key = frames_key("v" * 32)
-            for _ in range(3):
-                journal.put_nowait(FRAME)
-
-            async def written(count: int):
-                async def check() -> bool:
-                    return await cluster.redis.xlen(key) == count
-
-                return check
-
-            await until(await written(3))
-            redis.stop()
-            redis.start()  # the same port, empty
-            for _ in range(2):
-                journal.put_nowait(FRAME)
-            await until(await written(5))
-            entries = await cluster.redis.xrange(key)
-            await mirror.close()
-            await cluster.close()
-            return entries
-
-        entries = asyncio.run(run())
-    finally:
-        redis.stop()
-    assert [e[0] for e in entries] == [f"0-{n}".encode() for n in range(1, 6)]
+    entries = through_a_restart(tmp_path, before=3, while_down=0, after=2)
+    assert [e[0] for e in entries] == [f"0-{n}".encode() for n in range(1, 7)]
+    assert entries[-1][1] == {b"end": b"1"}
 
 
 def lag_while(tmp_path, fault: str) -> tuple[float, list[int]]:
