@@ -51,6 +51,13 @@ RESERVED_CONNECTIONS = 64
 IDLE_BEATS = 4
 
 
+# Delete KEYS[1] if it still holds ARGV[1].
+_UNSET = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 def frames_key(stream_id: str) -> str:
     return f"{PREFIX}:frames:{stream_id}"
 
@@ -104,6 +111,7 @@ class Cluster:
         self._run_id: str | None = None
         self._reached = time.monotonic()  # when a heartbeat last reached Redis
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unset = self.redis.register_script(_UNSET)
 
     def start(self) -> None:
         self._spawn(self._listen())
@@ -184,11 +192,12 @@ class Cluster:
             del self.readers[stream_id]
 
         async def leave() -> None:
-            # The presence first, then the message: a producer that hears `left` finds no
-            # reader key. If both are lost, the key lapses within a lease anyway.
+            # The presence first (if it is still this reader's: a newer one may have taken
+            # over), then the message: a producer that hears `left` finds no reader key. If
+            # both are lost, the key lapses within a lease anyway.
             with contextlib.suppress(RedisError):
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.delete(reader_key(stream_id))
+                    await self._unset(keys=[reader_key(stream_id)], args=[token], client=pipe)
                     pipe.publish(CONTROL, f"left {stream_id} {self.replica} {token}")
                     await pipe.execute()
 

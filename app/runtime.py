@@ -133,8 +133,34 @@ class Runtime:
                 f"At most {self.slots.per_client} resumed streams at once per client.",
                 {"Retry-After": RETRY_AFTER_SECONDS},
             )
+        # Counted from here, before anything is awaited: concurrent requests see it.
+        self.readers[client] = self.readers.get(client, 0) + 1
+        opened = None
+        try:
+            opened = await self._open(stream_id, after)
+        finally:
+            if opened is None:  # refused, failed, or nothing to send
+                self._count_out(client, remote=False)
+        if opened is None:
+            return None
+        frames, left, remote = opened
+        reading = True
+
+        def gone(reason: str) -> None:
+            nonlocal reading
+            if reading:  # told more than once (app/response.py): counted once
+                reading = False
+                self._count_out(client, remote)
+            left(reason)
+
+        return frames, gone
+
+    async def _open(
+        self, stream_id: str, after: int
+    ) -> tuple[AsyncIterator[bytes], Callable[[str], None], bool] | None:
+        """A reader's frames, what to call when it leaves, and whether it reads from
+        another replica; None when there is nothing after `after`."""
         found, ended = await self._find(stream_id)
-        remote = found is None
         if found is None:  # another replica's: from Redis
             cluster = self.cluster
             assert cluster is not None
@@ -147,31 +173,19 @@ class Runtime:
                     "This relay is serving as many resumed streams as it can; try again shortly.",
                     {"Retry-After": RETRY_AFTER_SECONDS},
                 )
-            remote_reader = RemoteReader(cluster, stream_id, after)
-            frames, left = remote_reader.frames(), remote_reader.left
             self.remote_readers += 1
-        else:
-            journal = found.outbox if isinstance(found, Stream) else found
-            if journal.closed and after >= len(journal):  # type: ignore[union-attr, arg-type]
-                return None
-            if isinstance(found, Stream):
-                number, frames = found.read(after)
-                left = partial(found.left, number)
-            else:  # finished: nothing to detach from
-                frames, left = found.follow(found.attach(), after), _nothing
-            if self.cluster is not None:  # a reader on another replica is taken over
-                self.cluster.announce("attach", stream_id)
-        self.readers[client] = self.readers.get(client, 0) + 1
-        reading = True
-
-        def gone(reason: str) -> None:
-            nonlocal reading
-            if reading:  # told more than once (app/response.py): counted once
-                reading = False
-                self._count_out(client, remote)
-            left(reason)
-
-        return frames, gone
+            reader = RemoteReader(cluster, stream_id, after)
+            return reader.frames(), reader.left, True
+        journal = found.outbox if isinstance(found, Stream) else found
+        if journal.closed and after >= len(journal):  # type: ignore[union-attr, arg-type]
+            return None
+        if self.cluster is not None:  # a reader on another replica is taken over
+            self.cluster.announce("attach", stream_id)
+        if isinstance(found, Stream):
+            number, frames = found.read(after)
+            return frames, partial(found.left, number), False
+        # Finished: nothing runs that the reader could detach from.
+        return found.follow(found.attach(), after), _nothing, False
 
     def _count_out(self, client: str, remote: bool) -> None:
         self.remote_readers -= remote
