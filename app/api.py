@@ -16,6 +16,7 @@ from app.models import ChatRequest, upstream_params
 from app.response import ChatResponse
 from app.runtime import Runtime
 from app.sse import until_disconnected
+from app.uistream import UI
 
 router = APIRouter()
 
@@ -94,11 +95,8 @@ async def _chat(request: Request) -> Response:
         raise shutting_down()
     check_origin(request, settings)
     check_token(request, settings)
-    params, resumable = upstream_params(await read_body(request, runtime), settings)
-
-    stream = runtime.start(
-        params, client_key(request), log_content=settings.log_content, resumable=resumable
-    )
+    ask = upstream_params(await read_body(request, runtime), settings)
+    stream = runtime.start(ask, client_key(request), log_content=settings.log_content)
     try:
         # The status is decided once the upstream's `message_start` arrives, so every
         # failure before it is plain HTTP; a caller that leaves meanwhile ends the stream.
@@ -116,6 +114,7 @@ async def _chat(request: Request) -> Response:
         partial(stream.left, reader),
         ping_interval=settings.ping_interval,
         send_timeout=settings.send_timeout,
+        headers=stream.dialect.headers,
     )
 
 
@@ -150,4 +149,35 @@ async def resume(request: Request, stream_id: str) -> Response:
 async def stop(request: Request, stream_id: str) -> Response:
     """Stop the stream now: its upstream is closed; a reader hears `cancelled`."""
     await check_caller(request).stop(stream_id)
+    return Response(status_code=204)
+
+
+@router.get("/api/chat/{chat_id}/stream", response_class=Response)
+async def resume_chat(request: Request, chat_id: str) -> Response:
+    """useChat's resume (`resume: true`): the chat's running answer from its first chunk,
+    then live to `[DONE]`; 204 when none runs (unknown, finished or expired)."""
+    runtime = check_caller(request)
+    stream_id = await runtime.chat_stream(chat_id)
+    reading = None
+    if stream_id is not None:
+        reading = await runtime.read(stream_id, 0, client_key(request), UI, running=True)
+    if reading is None:
+        return Response(status_code=204)
+    telemetry.RESUMED.inc()
+    settings = runtime.settings
+    return ChatResponse(
+        *reading,
+        ping_interval=settings.ping_interval,
+        send_timeout=settings.send_timeout,
+        headers=UI.headers,
+    )
+
+
+@router.delete("/api/chat/{chat_id}/stream", status_code=204, response_class=Response)
+async def stop_chat(request: Request, chat_id: str) -> Response:
+    """Stop the chat's running answer now (204 whether one ran or not)."""
+    runtime = check_caller(request)
+    stream_id = await runtime.chat_stream(chat_id)
+    if stream_id is not None:
+        await runtime.stop(stream_id, missing_ok=True)
     return Response(status_code=204)

@@ -56,6 +56,12 @@ _UNSET = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# Set KEYS[1] to ARGV[1] (expiring in ARGV[2] ms) unless it holds another value: a chat's
+# pointer to its running answer, refreshed unless a newer answer took it over.
+_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held == false or held == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+"""
 
 
 def frames_key(stream_id: str) -> str:
@@ -64,6 +70,10 @@ def frames_key(stream_id: str) -> str:
 
 def owner_key(stream_id: str) -> str:
     return f"{PREFIX}:owner:{stream_id}"
+
+
+def chat_key(chat_id: str) -> str:
+    return f"{PREFIX}:chat:{chat_id}"
 
 
 def reader_key(stream_id: str) -> str:
@@ -112,6 +122,7 @@ class Cluster:
         self._reached = time.monotonic()  # when a heartbeat last reached Redis
         self._tasks: set[asyncio.Task[None]] = set()
         self._unset = self.redis.register_script(_UNSET)
+        self._claim = self.redis.register_script(_CLAIM)
 
     def start(self) -> None:
         self._spawn(self._listen())
@@ -125,16 +136,36 @@ class Cluster:
 
     # Resumable streams ---------------------------------------------------------------
 
-    async def register(self, stream_id: str) -> None:
+    async def register(self, stream_id: str, chat_id: str | None) -> None:
         """Claim a new resumable stream for this replica, before its 200: a resume on any
-        replica finds it from then on. 503 `resume_unavailable` if Redis does not answer."""
+        replica finds it from then on (by its chat's id too, and a previous answer of that
+        chat running elsewhere is stopped). 503 `resume_unavailable` if Redis does not
+        answer."""
+
+        async def claim() -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(owner_key(stream_id), self.replica, px=self.lease_ms)
+                if chat_id is not None:
+                    pipe.set(chat_key(chat_id), stream_id, px=self.lease_ms, get=True)
+                return await pipe.execute()
+
         try:
-            await self.breaker.call(
-                lambda: self.redis.set(owner_key(stream_id), self.replica, px=self.lease_ms)
-            )
+            replies = await self.breaker.call(claim)
         except Unavailable:
             log.warning("redis: resumable stream refused (unavailable)")
             raise resume_unavailable() from None
+        previous = replies[1] if chat_id is not None else None
+        if previous and previous.decode() not in self.streams:  # this replica's: ended here
+            self.announce("stop", previous.decode())
+
+    async def chat_stream(self, chat_id: str) -> str | None:
+        """The stream id of chat `chat_id`'s answer, if one ran lately (503 if Redis does
+        not answer)."""
+        try:
+            found = await self.breaker.call(lambda: self.redis.get(chat_key(chat_id)))
+        except Unavailable:
+            raise resume_unavailable() from None
+        return found.decode() if found else None
 
     async def probe(self, stream_id: str) -> tuple[bool, int | None]:
         """Whether another replica's stream `stream_id` can be read, and, if it is over,
@@ -278,6 +309,9 @@ class Cluster:
                 if stream.outcome is None:
                     pipe.set(owner_key(stream_id), self.replica, px=lease_ms)
                     pipe.pexpire(frames_key(stream_id), lease_ms, gt=True)
+                    if stream.chat_id is not None:
+                        keys, args = [chat_key(stream.chat_id)], [stream_id, lease_ms]
+                        await self._claim(keys=keys, args=args, client=pipe)
             for stream_id, (token, _) in self.readers.items():
                 pipe.set(reader_key(stream_id), token, px=lease_ms)
             replies = await pipe.execute()

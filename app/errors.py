@@ -137,15 +137,13 @@ def from_sdk(exc: Exception) -> ApiError:
     return ApiError(502, "upstream_error", "The upstream service is unreachable.", retryable=True)
 
 
-def _describe(errors: list[dict[str, Any]]) -> str:
+def _describe(errors: list[dict[str, Any]], accepted: str) -> str:
     parts = []
     for error in errors[:5]:
         # A location can be a caller's field name of any length: never echo it whole.
         where = ".".join(_short(str(p)) for p in error.get("loc", ()) if p != "body")
         if error.get("type") == "extra_forbidden":
-            what = (
-                "unknown field (accepted: message, messages, system, model, max_tokens, resumable)"
-            )
+            what = f"unknown field (accepted: {accepted})"
         else:
             what = str(error["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {what}" if where else what)
@@ -156,8 +154,9 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def invalid_request(errors: list[dict[str, Any]]) -> ApiError:
-    return ApiError(422, "invalid_request_error", _describe(errors) or "Invalid request.")
+def invalid_request(errors: list[dict[str, Any]], accepted: str = "") -> ApiError:
+    """422 for a body that failed validation; `accepted`: the fields it may have."""
+    return ApiError(422, "invalid_request_error", _describe(errors, accepted) or "Invalid request.")
 
 
 def install(app: FastAPI) -> None:

@@ -25,8 +25,9 @@ import anyio
 from redis.exceptions import RedisError
 
 from app.cluster import Cluster, frames_key, owner_key
+from app.frames import RELAY
 from app.journal import Journal
-from app.sse import error_frame
+from app.translate import Dialect
 
 if TYPE_CHECKING:
     from app.stream import Stream
@@ -197,10 +198,13 @@ class RemoteReader:
     """A resume of another replica's stream: its frames after id `after`, then the rest as
     they are written, until the end, a newer reader anywhere, or its replica dying."""
 
-    __slots__ = ("after", "closed", "cluster", "done", "scope", "stream_id", "token")
+    __slots__ = ("after", "closed", "cluster", "dialect", "done", "scope", "stream_id", "token")
 
-    def __init__(self, cluster: Cluster, stream_id: str, after: int) -> None:
+    def __init__(
+        self, cluster: Cluster, stream_id: str, after: int, dialect: Dialect = RELAY
+    ) -> None:
         self.cluster, self.stream_id, self.after = cluster, stream_id, after
+        self.dialect = dialect  # for the errors it ends with itself
         self.token = secrets.token_hex(8)
         self.closed = self.done = False
         self.scope: anyio.CancelScope | None = None
@@ -221,6 +225,7 @@ class RemoteReader:
 
     async def frames(self) -> AsyncIterator[bytes]:
         key, last, redis = frames_key(self.stream_id), self.after, self.cluster.redis
+        error_frame = self.dialect.failed
         ownerless_since = None  # the owner key can be briefly gone (Redis restarted empty)
         try:
             while not self.closed:

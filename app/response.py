@@ -33,10 +33,11 @@ class ChatResponse(EventSourceResponse):
         *,
         ping_interval: float,
         send_timeout: float,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(
             frames,
-            headers={"Cache-Control": "no-cache"},
+            headers={"Cache-Control": "no-cache", **(headers or {})},
             ping=ping_interval,
             sep="\n",
             ping_message_factory=lambda: PING,

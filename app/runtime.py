@@ -17,13 +17,18 @@ import anthropic
 
 from app import telemetry
 from app.admission import StreamSlots
+from app.ask import Ask
 from app.cluster import Cluster
 from app.config import Settings
 from app.errors import RETRY_AFTER_SECONDS, ApiError, shutting_down
+from app.frames import RELAY
 from app.journal import Journal
 from app.kept import Kept
 from app.mirror import Mirror, RemoteReader
 from app.stream import Stream
+from app.translate import Dialect
+from app.uimessages import CHAT_ID
+from app.uistream import UI
 
 log = logging.getLogger("chat_relay")
 
@@ -42,6 +47,8 @@ class Runtime:
         self.streams: set[Stream] = set()
         # Resumable streams by id while they run; finished, their journals for the window.
         self.resumable: dict[str, Stream] = {}
+        # A useChat chat's running resumable answer, by chat id: a second key to the same.
+        self.chats: dict[str, Stream] = {}
         self.kept = Kept(
             settings.max_concurrent_streams * KEPT_BYTES_PER_SLOT,
             settings.resume_window,
@@ -69,20 +76,20 @@ class Runtime:
         else:
             self.mirror = None
 
-    def start(
-        self, params: dict[str, Any], client_key: str, *, log_content: bool, resumable: bool
-    ) -> Stream:
+    def start(self, ask: Ask, client_key: str, *, log_content: bool) -> Stream:
         """Start a stream's task; its `ready` says how it opened (a refusal included)."""
         settings = self.settings
         stream = Stream(
             self.client,
-            params,
+            ask.params,
             client_key,
             settings.mode,
             settings.stream_idle_timeout,
             settings.upstream_retries,
             settings.upstream_retry_backoff,
-            settings.resume_window if resumable else 0.0,
+            settings.resume_window if ask.resumable else 0.0,
+            UI if ask.dialect == "ui" else RELAY,
+            ask.chat_id,
         )
         self._spawn(self._life(stream, log_content))
         return stream
@@ -97,6 +104,11 @@ class Runtime:
         label = stream.model if stream.model in self.model_labels else "other"
         if stream.stream_id is not None:
             self.resumable[stream.stream_id] = stream
+            if stream.chat_id is not None:  # the chat's answer from now on
+                previous = self.chats.get(stream.chat_id)
+                if previous is not None:  # a regenerate, a second tab: the old one ends
+                    previous.end("replaced")
+                self.chats[stream.chat_id] = stream
             if self.mirror is not None:  # its frames go to Redis too, for other replicas
                 self.mirror.add(stream)
         # Plain try/finally (not an ExitStack: a deque per stream): every step runs.
@@ -113,16 +125,25 @@ class Runtime:
                 self.slots.release(stream.client_key)
                 if stream.stream_id is not None:  # only its frames stay, for the window
                     del self.resumable[stream.stream_id]
+                    if stream.chat_id is not None and self.chats.get(stream.chat_id) is stream:
+                        del self.chats[stream.chat_id]
                     self.kept.add(stream.stream_id, stream.outbox)  # type: ignore[arg-type]
                 if lease is not None:
                     await self.cluster.leases.release(stream.client_key, lease)  # type: ignore[union-attr]
 
     async def read(
-        self, stream_id: str, after: int, client: str
+        self,
+        stream_id: str,
+        after: int,
+        client: str,
+        dialect: Dialect = RELAY,
+        *,
+        running: bool = False,
     ) -> tuple[AsyncIterator[bytes], Callable[[str], None]] | None:
         """A new reader of resumable stream `stream_id` (it takes over from any other, on
         any replica): its frames after id `after`, and what to call when it leaves; None
-        when the answer is over and has nothing after `after`.
+        when the answer is over and has nothing after `after` (with `running`: when it is
+        over, or unknown: useChat's resume wants only a running answer).
 
         Readers count against MAX_STREAMS_PER_CLIENT apart from streams, and readers of
         other replicas' streams (each holds a Redis connection) against the pool."""
@@ -137,7 +158,7 @@ class Runtime:
         self.readers[client] = self.readers.get(client, 0) + 1
         opened = None
         try:
-            opened = await self._open(stream_id, after)
+            opened = await self._open(stream_id, after, dialect, running)
         finally:
             if opened is None:  # refused, failed, or nothing to send
                 self._count_out(client, remote=False)
@@ -156,11 +177,18 @@ class Runtime:
         return frames, gone
 
     async def _open(
-        self, stream_id: str, after: int
+        self, stream_id: str, after: int, dialect: Dialect, running: bool
     ) -> tuple[AsyncIterator[bytes], Callable[[str], None], bool] | None:
         """A reader's frames, what to call when it leaves, and whether it reads from
-        another replica; None when there is nothing after `after`."""
-        found, ended = await self._find(stream_id)
+        another replica; None when there is nothing (running) to read after `after`."""
+        try:
+            found, ended = await self._find(stream_id)
+        except ApiError as exc:
+            if running and exc.status == 404:
+                return None
+            raise
+        if running and (isinstance(found, Journal) or ended is not None):
+            return None  # finished
         if found is None:  # another replica's: from Redis
             cluster = self.cluster
             assert cluster is not None
@@ -174,7 +202,7 @@ class Runtime:
                     {"Retry-After": RETRY_AFTER_SECONDS},
                 )
             self.remote_readers += 1
-            reader = RemoteReader(cluster, stream_id, after)
+            reader = RemoteReader(cluster, stream_id, after, dialect)
             return reader.frames(), reader.left, True
         journal = found.outbox if isinstance(found, Stream) else found
         if journal.closed and after >= len(journal):  # type: ignore[union-attr, arg-type]
@@ -195,9 +223,27 @@ class Runtime:
         else:
             del self.readers[client]
 
-    async def stop(self, stream_id: str) -> None:
-        """Stop resumable stream `stream_id`, wherever it runs (a finished one: a no-op)."""
-        found, _ = await self._find(stream_id)
+    async def chat_stream(self, chat_id: str) -> str | None:
+        """The stream id of chat `chat_id`'s answer while it runs, here or (with Redis) on
+        another replica; None when none runs. Only a well-formed id costs Redis."""
+        if not CHAT_ID.fullmatch(chat_id):
+            return None
+        stream = self.chats.get(chat_id)
+        if stream is not None:
+            return stream.stream_id
+        if self.cluster is None:
+            return None
+        return await self.cluster.chat_stream(chat_id)
+
+    async def stop(self, stream_id: str, *, missing_ok: bool = False) -> None:
+        """Stop resumable stream `stream_id`, wherever it runs (a finished one: a no-op;
+        an unknown one: 404, unless `missing_ok`)."""
+        try:
+            found, _ = await self._find(stream_id)
+        except ApiError as exc:
+            if missing_ok and exc.status == 404:
+                return
+            raise
         if found is None:
             await self.cluster.stop(stream_id)  # type: ignore[union-attr]
         elif isinstance(found, Stream):
@@ -233,7 +279,7 @@ class Runtime:
         try:
             lease = await self.cluster.leases.take(stream.client_key, self.slots.per_client)
             if stream.stream_id is not None:
-                await self.cluster.register(stream.stream_id)
+                await self.cluster.register(stream.stream_id, stream.chat_id)
         except BaseException:
             self.slots.release(stream.client_key)
             if lease is not None:

@@ -86,7 +86,7 @@ def parse_json(data: bytes) -> Any:
         return json.loads(data)
 
 
-def _json(payload: object) -> bytes:
+def compact_json(payload: object) -> bytes:
     # Compact JSON as UTF-8. JSON never holds a raw newline, so it fits one `data:` line.
     try:
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
@@ -95,7 +95,7 @@ def _json(payload: object) -> bytes:
 
 
 def encode_frame(event: bytes, payload: object) -> bytes:
-    return b"event: " + event + b"\ndata: " + _json(payload) + b"\n\n"
+    return b"event: " + event + b"\ndata: " + compact_json(payload) + b"\n\n"
 
 
 def delta_frame(text: str) -> bytes:

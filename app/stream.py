@@ -21,15 +21,17 @@ import anyio
 
 from app import telemetry
 from app.errors import SHUTDOWN, ApiError, shutting_down
+from app.frames import RELAY
 from app.journal import Journal
 from app.outbox import Outbox
-from app.translate import Answer, failure_frames, message_started, translate
+from app.translate import Answer, Dialect, failure_frames, message_started, translate
 from app.upstream import READ_ERRORS, drain, open_upstream, read_failure
 
 # The last frame of a stream the relay ended after its start, by why it ended.
 CANCELLED = ("cancelled", "The answer was cancelled.")
 ENDINGS = {
     "stopped": ("cancelled", "Stopped."),  # DELETE
+    "replaced": ("cancelled", "A newer answer for this chat took its place."),
     "server_shutdown": SHUTDOWN,
     "expired": ("expired", "Nobody came back for this answer in time; please ask again."),
 }
@@ -46,6 +48,8 @@ class Stream:
     backoff: float
     # Seconds a resumable stream waits for its caller to come back (0: not resumable).
     resume_window: float = 0.0
+    dialect: Dialect = RELAY  # how its frames are encoded (chosen by the request's body)
+    chat_id: str | None = None  # a useChat body's chat id: a second key to a resumable one
     answer: Answer = field(init=False)
     outbox: Outbox | Journal = field(default_factory=Outbox)
     _expiry: asyncio.TimerHandle | None = None
@@ -65,7 +69,7 @@ class Stream:
 
     def __post_init__(self) -> None:
         self.model = self.params["model"]
-        self.answer = Answer(self.mode)
+        self.answer = Answer(self.mode, self.dialect)
         if self.resume_window > 0:
             self.answer.stream_id = secrets.token_urlsafe(24)
             self.outbox = Journal()

@@ -5,13 +5,27 @@ frames need (the message id and model, the stop reason, the usage, a delta count
 the text, so each delta costs the same at the end of a long answer as at its start.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.errors import ApiError, event_error, stream_error
-from app.sse import delta_frame, encode_frame, error_frame, parse_json
+from app.sse import parse_json
 
 UNREADABLE = "The upstream sent an unreadable event."
+
+
+class Dialect(NamedTuple):
+    """How a dialect encodes what the translation emits, chosen once per stream: the
+    relay's own frames (app/frames.py) or the AI SDK's UI message stream (app/uistream.py).
+    Each is one encode per delta."""
+
+    first: Callable[["Answer"], bytes]  # what goes before the first delta
+    delta: Callable[[str], bytes]
+    start: Callable[["Answer"], bytes]  # what goes before an end that came with no delta
+    done: Callable[["Answer"], bytes]  # the answer is complete
+    failed: Callable[[str, str], bytes]  # it ended early: error type, message
+    headers: dict[str, str]  # of the response
 
 
 @dataclass(slots=True)
@@ -19,6 +33,7 @@ class Answer:
     """What the translation keeps of one answer, across upstream attempts."""
 
     mode: str
+    dialect: Dialect
     stream_id: str | None = None  # resumable streams: the handle, in `start`
     message: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
@@ -49,11 +64,12 @@ def translate(answer: Answer, name: bytes, data: bytes) -> bytes | None:
             delta = parse_json(data)["delta"]
             if delta["type"] != "text_delta":
                 return None  # thinking, tool input, and whatever the API adds later
-            frame = delta_frame(delta["text"])
+            dialect = answer.dialect
+            frame = dialect.delta(delta["text"])
             answer.deltas += 1
-            # `start` goes out with the first delta: an attempt that failed before it
+            # The start goes out with the first delta: an attempt that failed before it
             # never showed, so it could be retried unseen.
-            return start_frame(answer) + frame if answer.deltas == 1 else frame
+            return dialect.first(answer) + frame if answer.deltas == 1 else frame
         if name == b"message_delta":
             payload = parse_json(data)
             answer.stop.update(payload.get("delta") or {})
@@ -61,8 +77,8 @@ def translate(answer: Answer, name: bytes, data: bytes) -> bytes | None:
             return None
         if name == b"message_stop":
             answer.done = True
-            done = encode_frame(b"done", done_payload(answer))
-            return done if answer.deltas else start_frame(answer) + done
+            done = answer.dialect.done(answer)
+            return done if answer.deltas else answer.dialect.start(answer) + done
         if name == b"error":
             raise stream_error(*event_error(parse_json(data)))
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -72,25 +88,10 @@ def translate(answer: Answer, name: bytes, data: bytes) -> bytes | None:
 
 
 def failure_frames(answer: Answer, error_type: str, message: str) -> bytes:
-    """The end of a stream that failed after its 200: `start` if it never went, one `error`."""
-    frame = error_frame(error_type, message)
-    return frame if answer.deltas else start_frame(answer) + frame
-
-
-def start_frame(answer: Answer) -> bytes:
-    message = answer.message
-    start = {"id": message.get("id"), "model": message.get("model"), "mode": answer.mode}
-    if answer.stream_id is not None:
-        start["stream_id"] = answer.stream_id
-    return encode_frame(b"start", start)
-
-
-def done_payload(answer: Answer) -> dict[str, Any]:
-    stop = answer.stop
-    done = {"done": True, "stop_reason": stop.get("stop_reason"), "usage": answer.usage}
-    if stop.get("stop_sequence") is not None:
-        done["stop_sequence"] = stop["stop_sequence"]
-    return done
+    """The end of a stream that failed after its 200: its start if it never went, then
+    the dialect's error."""
+    frame = answer.dialect.failed(error_type, message)
+    return frame if answer.deltas else answer.dialect.start(answer) + frame
 
 
 def _merge(usage: dict[str, Any], update: Any) -> None:

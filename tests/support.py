@@ -463,3 +463,32 @@ def two_hundred_resumed(urls: list[str], upstream: Any, seed: int) -> str:
     waits = sorted(wait for _, wait in results)
     p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
     return f"p50 {statistics.median(waits) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+
+
+# The AI SDK's own client (tests/usechat/, installed by `npm ci` there)
+
+USECHAT = ROOT / "tests" / "usechat"
+
+
+def usechat(url: str, action: str, chat_id: str, text: str = "Hello", chunks: int = 3) -> Any:
+    """Run the AI SDK's `DefaultChatTransport` under node against the relay at `url`."""
+    argv = ["node", str(USECHAT / "client.mjs"), url, action, chat_id, text, str(chunks)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=USECHAT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def ui_body(chat_id: str, text: str = "Hello", **extra: Any) -> dict[str, Any]:
+    """A useChat body, as `DefaultChatTransport` sends it."""
+    message = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": text}]}
+    return {"id": chat_id, "messages": [message], "trigger": "submit-message", **extra}
+
+
+def ui_chunks(raw: str) -> list[Any]:
+    """The `data:` payloads of a UI message stream (`[DONE]` as the string)."""
+    out = []
+    for line in raw.split("\n"):
+        if line.startswith("data: "):
+            payload = line[6:]
+            out.append(payload if payload == "[DONE]" else json.loads(payload))
+    return out

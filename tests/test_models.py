@@ -33,7 +33,7 @@ def test_the_turn_limit_is_a_setting():
     body = json.dumps({"messages": [{"role": "user", "content": "hi"}] * 3}).encode()
     with pytest.raises(ApiError):
         upstream_params(body, relay_settings(max_turns=2))
-    assert len(upstream_params(body, relay_settings(max_turns=3))[0]["messages"]) == 3
+    assert len(upstream_params(body, relay_settings(max_turns=3)).params["messages"]) == 3
 
 
 def test_an_unknown_field_is_named_but_never_echoed_whole():
@@ -52,8 +52,6 @@ def test_a_model_name_is_short_and_plain(model):
 
 
 def test_a_plain_model_name_is_taken():
-    params, resumable = upstream_params(
-        b'{"message": "hi", "model": "claude-opus-4-1@2025.08:x/y_z"}', SETTINGS
-    )
-    assert resumable is False
-    assert params["model"] == "claude-opus-4-1@2025.08:x/y_z"
+    ask = upstream_params(b'{"message": "hi", "model": "claude-opus-4-1@2025.08:x/y_z"}', SETTINGS)
+    assert ask.resumable is False and ask.dialect == "relay"
+    assert ask.params["model"] == "claude-opus-4-1@2025.08:x/y_z"

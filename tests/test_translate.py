@@ -5,6 +5,7 @@ import json
 import pytest
 
 from app.errors import ApiError
+from app.frames import RELAY
 from app.translate import Answer, failure_frames, message_started, translate
 from tests.support import parse_frames
 
@@ -28,7 +29,7 @@ STOP = event({"type": "message_stop"})
 
 
 def started() -> Answer:
-    answer = Answer("live")
+    answer = Answer("live", RELAY)
     message_started(answer, START)
     return answer
 
@@ -137,7 +138,7 @@ def test_unreadable_events_are_a_retryable_upstream_error(name, data):
 @pytest.mark.parametrize("data", [b'{"message": "oops"}', b'{"message": null}', b"[1]", b"{bad"])
 def test_a_message_start_that_is_not_an_object_is_refused(data):
     with pytest.raises(ApiError) as exc:
-        message_started(Answer("live"), data)
+        message_started(Answer("live", RELAY), data)
     assert exc.value.error_type == "upstream_error" and exc.value.retryable
 
 

@@ -1,0 +1,77 @@
+"""What a request asks for, whichever dialect it speaks: the bounded field types both
+dialects' bodies use, the upstream parameters they share, and how to answer."""
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, StrictStr
+
+from app.config import Settings
+from app.errors import ApiError
+
+
+def _no_nul(value: str) -> str:
+    # `\u0000` is valid JSON but no text anyone means to send on. (Unpaired surrogates
+    # never get this far: the JSON parser refuses them.)
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_no_nul)]
+NonEmptyText = Annotated[Text, AfterValidator(_not_blank)]
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,99}")
+
+
+def _model_name(value: str) -> str:
+    # A model id lands in log lines: short and plain, like the API's own.
+    if not value:
+        raise ValueError("must not be empty")
+    if not _MODEL_NAME.fullmatch(value):
+        raise ValueError("at most 100 letters, digits and . _ : @ / -")
+    return value
+
+
+ModelName = Annotated[StrictStr, AfterValidator(_model_name)]
+
+
+@dataclass(slots=True)
+class Ask:
+    """What a request asks for: the upstream parameters, and how to answer."""
+
+    params: dict[str, Any]
+    resumable: bool = False
+    dialect: str = "relay"  # or "ui": the AI SDK's UI message stream (app/uimessages.py)
+    chat_id: str | None = None  # a useChat body's chat id
+
+
+def base_params(
+    model: str | None,
+    max_tokens: int | None,
+    system: str | None,
+    messages: list[Any],
+    settings: Settings,
+) -> dict[str, Any]:
+    """The upstream parameters both dialects share, checked against the settings."""
+    model = model or settings.default_model
+    if settings.allowed_models and model not in settings.allowed_models:
+        allowed = ", ".join(settings.allowed_models)
+        raise ApiError(422, "invalid_request_error", f"model: must be one of {allowed}")
+    max_tokens = settings.default_max_tokens if max_tokens is None else max_tokens
+    if not 1 <= max_tokens <= settings.max_tokens_limit:
+        raise ApiError(
+            422,
+            "invalid_request_error",
+            f"max_tokens: must be between 1 and {settings.max_tokens_limit}",
+        )
+    params: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
+    if system:
+        params["system"] = system
+    return params

@@ -1,0 +1,96 @@
+"""A useChat body (the AI SDK's `DefaultChatTransport`), turned into upstream parameters.
+
+Its shape: `id` (the chat id), `messages` (UIMessages: `id`, `role`, `parts`), `trigger`,
+`messageId`, and what the app puts in the transport's `body` option: `model`,
+`max_tokens`, `system`, `resumable`. `text` parts become a turn's text blocks; `system`
+messages the system prompt; reasoning, tool, source, data and step parts of earlier turns
+are dropped (the upstream would refuse most of them without their signatures and ids), and
+so is a turn left with no text. The bounds are the relay's own dialect's (app/ask.py).
+"""
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from app.ask import Ask, ModelName, Text, base_params
+from app.config import Settings
+from app.errors import ApiError, invalid_request
+
+ACCEPTED = "id, messages, trigger, messageId, model, max_tokens, system, resumable"
+# A resumable chat's id is the capability to read and stop its answer: the AI SDK makes 16
+# of 62 symbols (95 bits); shorter ones could be guessed.
+CHAT_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
+Short = Annotated[StrictStr, Field(max_length=256)]
+
+
+class UIPart(BaseModel):
+    model_config = ConfigDict(extra="allow")  # state, providerMetadata, ...: not ours
+
+    type: Annotated[StrictStr, Field(max_length=64)]
+    text: Text | None = None
+
+
+class UIMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")  # metadata: the app's
+
+    id: Short | None = None
+    role: Literal["user", "assistant", "system"]
+    parts: list[UIPart]
+
+
+class UIChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    messages: Annotated[list[UIMessage], Field(min_length=1)]
+    trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
+    messageId: Short | None = None
+    model: ModelName | None = None
+    max_tokens: StrictInt | None = None
+    system: Text | None = None
+    resumable: StrictBool = False
+
+
+def is_ui_body(data: dict[str, Any]) -> bool:
+    """A useChat body: it names its `trigger`, or its messages carry `parts`."""
+    messages = data.get("messages")
+    first = messages[0] if isinstance(messages, list) and messages else None
+    return "trigger" in data or (isinstance(first, dict) and "parts" in first)
+
+
+def ui_params(body: bytes, settings: Settings) -> Ask:
+    try:
+        request = UIChatRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise invalid_request(list(exc.errors(include_url=False)), ACCEPTED) from None
+    if request.resumable and not CHAT_ID.fullmatch(request.id):
+        raise ApiError(
+            400,
+            "invalid_request_error",
+            "id: a resumable chat's id must be 16 to 128 letters, digits, _ or -.",
+        )
+    system = [request.system] if request.system else []
+    turns: list[dict[str, Any]] = []
+    for message in request.messages:
+        if any(part.type == "file" for part in message.parts):
+            raise ApiError(
+                422, "invalid_request_error", "messages: file parts are not supported yet."
+            )
+        texts = [p.text for p in message.parts if p.type == "text" and p.text and p.text.strip()]
+        if message.role == "system":
+            system += texts
+        elif texts:
+            blocks = [{"type": "text", "text": text} for text in texts]
+            if turns and turns[-1]["role"] == message.role:  # the upstream wants turns
+                turns[-1]["content"] += blocks  # to alternate: one turn of both
+            else:
+                turns.append({"role": message.role, "content": blocks})
+    if not turns or turns[-1]["role"] != "user":
+        raise ApiError(
+            422, "invalid_request_error", "messages: must end with a user message with text"
+        )
+    params = base_params(
+        request.model, request.max_tokens, "\n\n".join(system) or None, turns, settings
+    )
+    return Ask(params, request.resumable, "ui", request.id)

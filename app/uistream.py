@@ -1,0 +1,73 @@
+"""The AI SDK's UI message stream (`x-vercel-ai-ui-message-stream: v1`), so `useChat()`
+reads the relay with no glue: `data: <json>` chunks, `start`, `text-start`, one
+`text-delta` per upstream delta, `text-end`, `finish`, then `data: [DONE]`. A failure after
+the start is one `error` chunk; a stop (DELETE) one `abort` chunk. Keep-alive pings stay
+SSE comments (app/response.py): a `data:` ping would fail the client's schema check.
+"""
+
+from json.encoder import encode_basestring, encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import Any
+
+from app.sse import compact_json
+from app.translate import Answer, Dialect
+
+TEXT_ID = "text-0"  # one text part per answer
+_DELTA = b'data: {"type":"text-delta","id":"text-0","delta":'
+END = b"data: [DONE]\n\n"
+# Upstream stop reasons, as the AI SDK's finish reasons.
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "refusal": "content-filter",
+    "tool_use": "tool-calls",
+}
+HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
+
+
+def chunk(payload: dict[str, Any]) -> bytes:
+    return b"data: " + compact_json(payload) + b"\n\n"
+
+
+def start(answer: Answer) -> bytes:
+    message = answer.message
+    metadata = {"model": message.get("model"), "mode": answer.mode}
+    return chunk({"type": "start", "messageId": message.get("id"), "messageMetadata": metadata})
+
+
+def first(answer: Answer) -> bytes:
+    return start(answer) + chunk({"type": "text-start", "id": TEXT_ID})
+
+
+def delta(text: str) -> bytes:
+    # The hot path, as the relay's own: one C-level string escape.
+    try:
+        quoted = encode_basestring(text).encode()
+    except UnicodeEncodeError:  # a lone surrogate: the \uXXXX escape carries it intact
+        quoted = encode_basestring_ascii(text).encode()
+    return (
+        b'data: {"type":"text-delta","id":"' + TEXT_ID.encode() + b'","delta":' + quoted + b"}\n\n"
+    )
+
+
+def done(answer: Answer) -> bytes:
+    stop_reason = answer.stop.get("stop_reason")
+    metadata: dict[str, Any] = {"usage": answer.usage, "stop_reason": stop_reason}
+    if answer.stop.get("stop_sequence") is not None:
+        metadata["stop_sequence"] = answer.stop["stop_sequence"]
+    finish = {
+        "type": "finish",
+        "finishReason": FINISH_REASONS.get(stop_reason, "other"),
+        "messageMetadata": metadata,
+    }
+    text_end = chunk({"type": "text-end", "id": TEXT_ID}) if answer.deltas else b""
+    return text_end + chunk(finish) + END
+
+
+def failed(error_type: str, message: str) -> bytes:
+    if error_type == "cancelled":  # stopped: the AI SDK marks the message aborted
+        return chunk({"type": "abort"}) + END
+    return chunk({"type": "error", "errorText": message}) + END
+
+
+UI = Dialect(first=first, delta=delta, start=start, done=done, failed=failed, headers=HEADERS)
