@@ -24,7 +24,10 @@ from tests.support import (
     resume,
     text_of,
     two_hundred_resumed,
+    ui_body,
+    ui_chunks,
     upstream_request,
+    usechat,
 )
 
 
@@ -309,3 +312,31 @@ def test_past_the_end_elsewhere_is_204_at_once_and_remote_readers_are_capped(
         assert one.status_code == 200
         second = client.get(f"{b}/api/chat/{ids[1]}")
         assert second.status_code == 503 and second.json()["error"]["type"] == "overloaded_error"
+
+
+def test_a_usechat_answer_resumes_and_stops_through_the_other_replica(
+    replicas, upstream, server_loop
+):
+    a, b = replicas
+    chat = "chatAcrossReplicas01"
+    upstream.push(answer(*WORDS, delay=0.03))
+    dropped = usechat(a, "drop", chat, chunks=5)
+    assert dropped["chunks"][0] == "start"
+    resumed = usechat(b, "resume", chat)
+    assert resumed["text"] == "".join(WORDS) and len(upstream.requests) == 1
+    assert usechat(b, "resume", chat) == {"none": True}  # finished: nothing runs
+    # A second answer of the chat, stopped through the other replica.
+    upstream.push(answer(*WORDS, delay=0.05))
+    with (
+        httpx2.Client(timeout=10) as client,
+        client.stream("POST", f"{a}/api/chat", json=ui_body(chat, resumable=True)) as reply,
+    ):
+        lines = reply.iter_lines()
+        assert next(lines).startswith("id: ")
+        conn = server_loop.call(lambda: upstream.requests[-1].conn)
+        stopped = time.monotonic()
+        assert client.delete(f"{b}/api/chat/{chat}/stream").status_code == 204
+        rest = ui_chunks("\n".join(lines))
+    assert server_loop.wait_for(lambda: conn.closed is not None, 2)
+    assert conn.closed - stopped < PROMPTLY
+    assert rest[-2:] == [{"type": "abort"}, "[DONE]"]
