@@ -41,10 +41,17 @@ async def stream(
     on_delta: Callable[[int], None] | None = None,
     deadline: float = 120.0,
     headers_only: asyncio.Event | None = None,
+    ui: bool = False,
 ) -> Result:
+    """One chat; `ui`: asked as useChat does, answered in the AI SDK's UI message stream."""
     result = Result(sid)
     marker = f"bench:id={sid},deltas={deltas},interval={interval},stall={int(stall)}"
-    body = json.dumps({"message": marker}).encode()
+    if ui:
+        text = {"type": "text", "text": marker}
+        message = {"id": "u", "role": "user", "parts": [text]}
+        body = json.dumps({"id": sid, "messages": [message], "trigger": "submit-message"}).encode()
+    else:
+        body = json.dumps({"message": marker}).encode()
     try:
         async with asyncio.timeout(deadline):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -34,7 +34,9 @@ async def latency(relay, upstream, scale: float) -> dict:
     }
 
 
-async def _concurrency(relay, upstream, n: int, deltas: int, interval: float, ramp: float) -> dict:
+async def _concurrency(
+    relay, upstream, n: int, deltas: int, interval: float, ramp: float, ui: bool = False
+) -> dict:
     await warm(relay)
     gc.collect()
     peak, stop = [relay.rss()], asyncio.Event()
@@ -43,7 +45,7 @@ async def _concurrency(relay, upstream, n: int, deltas: int, interval: float, ra
 
     async def one(i: int):
         await asyncio.sleep(ramp * i / n)
-        return await stream(relay.port, f"c{n}-{i}", deltas, interval, deadline=90)
+        return await stream(relay.port, f"c{n}-{i}", deltas, interval, deadline=90, ui=ui)
 
     results = await asyncio.gather(*(one(i) for i in range(n)))
     elapsed = time.monotonic() - t0
@@ -72,6 +74,14 @@ async def _concurrency(relay, upstream, n: int, deltas: int, interval: float, ra
 
 async def concurrency_500(relay, upstream, scale: float) -> dict:
     return await _concurrency(relay, upstream, max(1, int(500 * scale)), 100, 0.05, ramp=2.0)
+
+
+async def concurrency_500_ui(relay, upstream, scale: float) -> dict:
+    """conc500 in the AI SDK's UI message stream (only the product speaks it)."""
+    if relay.name != "product":
+        return {"skipped": "speaks only its own protocol"}
+    n = max(1, int(500 * scale))
+    return await _concurrency(relay, upstream, n, 100, 0.05, ramp=2.0, ui=True)
 
 
 async def concurrency_1000(relay, upstream, scale: float) -> dict:
@@ -203,6 +213,7 @@ async def long_answer(relay, upstream, scale: float) -> dict:
 ALL = {
     "latency": latency,
     "conc500": concurrency_500,
+    "conc500ui": concurrency_500_ui,
     "conc1000": concurrency_1000,
     "throughput": throughput,
     "chats": short_chats,

@@ -28,6 +28,7 @@ def test_the_bench_runs(tmp_path):
             "--scenarios",
             "latency",
             "conc500",
+            "conc500ui",
             "cancel",
             "idle",
             "chats",
@@ -50,6 +51,9 @@ def test_the_bench_runs(tmp_path):
         assert isinstance(scenarios["idle"]["kb_per_stream"], float)
         assert scenarios["chats"]["errors"] == 0 and scenarios["chats"]["cpu_ms_per_chat"] > 0
     assert results["product"]["cancel"]["deltas_after_close"] == 0
+    ui = results["product"]["conc500ui"]  # the AI SDK's UI message stream
+    assert ui["errors"] == 0 and ui["deltas"] == 10 * 100, ui
+    assert "skipped" in results["naive"]["conc500ui"]
 
 
 def test_the_resume_bench_runs():
