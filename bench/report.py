@@ -22,6 +22,7 @@ COLUMNS = [
     ("1k: peak RSS MB", "conc1000", "peak_rss_mb", 0, False),
     ("1k: errors", "conc1000", "errors", 0, False),
     ("500: CPU µs/delta", "conc500", "cpu_us_per_delta", 1, True),
+    ("500 UI: CPU µs/delta", "conc500ui", "cpu_us_per_delta", 1, True),
     ("thru: deltas/s", "throughput", "deltas_per_s", 0, False),
     ("thru: CPU µs/delta", "throughput", "cpu_us_per_delta", 1, True),
     ("chat: CPU ms", "chats", "cpu_ms_per_chat", 2, True),
