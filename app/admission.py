@@ -122,3 +122,42 @@ class StreamSlots:
             self.by_client[client] = left
         else:
             del self.by_client[client]
+
+
+class ReaderSlots:
+    """Counts resumed streams being read: per client (as many as it may hold streams, apart
+    from those), and those read from another replica (each holds a pooled Redis connection,
+    so they stay below the pool)."""
+
+    def __init__(self, per_client: int, remote: int) -> None:
+        self.per_client, self.remote = per_client, remote
+        self.by_client: dict[str, int] = {}
+        self.remote_active = 0
+
+    def acquire(self, client: str) -> None:
+        if self.by_client.get(client, 0) >= self.per_client:
+            raise ApiError(
+                429,
+                "rate_limit_error",
+                f"At most {self.per_client} resumed streams at once per client.",
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        self.by_client[client] = self.by_client.get(client, 0) + 1
+
+    def acquire_remote(self) -> None:
+        if self.remote_active >= self.remote:
+            raise ApiError(
+                503,
+                "overloaded_error",
+                "This relay is serving as many resumed streams as it can; try again shortly.",
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        self.remote_active += 1
+
+    def release(self, client: str, remote: bool) -> None:
+        self.remote_active -= remote
+        left = self.by_client[client] - 1
+        if left:
+            self.by_client[client] = left
+        else:
+            del self.by_client[client]

@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from app.breaker import Breaker, Unavailable
 from app.errors import RETRY_AFTER_SECONDS, ApiError
+from app.keys import CLAIM, CONTROL, UNSET, chat_key, frames_key, owner_key, reader_key
 from app.leases import Leases
 
 if TYPE_CHECKING:
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chat_relay")
 
-PREFIX = "chat-relay"
-CONTROL = f"{PREFIX}:control"
 # Redis calls that hang (a network partition) fail after this, not never. Calls a request
 # waits on have a much shorter deadline (app/breaker.py).
 SOCKET_TIMEOUT = 5.0
@@ -49,35 +48,6 @@ SOCKET_TIMEOUT = 5.0
 RESERVED_CONNECTIONS = 64
 # Every so many heartbeats, idle pooled connections are closed (opened again when needed).
 IDLE_BEATS = 4
-
-
-# Delete KEYS[1] if it still holds ARGV[1].
-_UNSET = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# Set KEYS[1] to ARGV[1] (expiring in ARGV[2] ms) unless it holds another value: a chat's
-# pointer to its running answer, refreshed unless a newer answer took it over.
-_CLAIM = """
-local held = redis.call('GET', KEYS[1])
-if held == false or held == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
-"""
-
-
-def frames_key(stream_id: str) -> str:
-    return f"{PREFIX}:frames:{stream_id}"
-
-
-def owner_key(stream_id: str) -> str:
-    return f"{PREFIX}:owner:{stream_id}"
-
-
-def chat_key(chat_id: str) -> str:
-    return f"{PREFIX}:chat:{chat_id}"
-
-
-def reader_key(stream_id: str) -> str:
-    return f"{PREFIX}:reader:{stream_id}"
 
 
 def resume_unavailable() -> ApiError:
@@ -94,10 +64,9 @@ class Cluster:
         self, url: str, lease_seconds: float, streams: Mapping[str, "Stream"], max_streams: int
     ) -> None:
         # Remote readers hold a connection each while they wait for frames (at most
-        # `max_readers`); the rest of the pool serves writes and the request path. Past the
-        # cap a call waits for a free connection rather than failing. One quick retry: a
-        # call that cannot reach Redis fails in about a second, not after long backoffs.
-        self.max_readers = max_streams
+        # MAX_CONCURRENT_STREAMS: app/admission.py); the rest of the pool serves writes and
+        # the request path. Past the cap a call waits for a free connection rather than
+        # failing. One quick retry: a call that cannot reach Redis fails in about a second.
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_streams + RESERVED_CONNECTIONS,
@@ -121,8 +90,8 @@ class Cluster:
         self._run_id: str | None = None
         self._reached = time.monotonic()  # when a heartbeat last reached Redis
         self._tasks: set[asyncio.Task[None]] = set()
-        self._unset = self.redis.register_script(_UNSET)
-        self._claim = self.redis.register_script(_CLAIM)
+        self._unset = self.redis.register_script(UNSET)
+        self._claim = self.redis.register_script(CLAIM)
 
     def start(self) -> None:
         self._spawn(self._listen())

@@ -17,6 +17,7 @@ from redis.asyncio.client import Pipeline
 
 from app.breaker import Breaker, Unavailable
 from app.errors import RETRY_AFTER_SECONDS, ApiError
+from app.keys import PREFIX
 
 log = logging.getLogger("chat_relay")
 
@@ -45,7 +46,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 
 
 def leases_key(client: str) -> str:
-    return f"chat-relay:leases:{client}"
+    return f"{PREFIX}:leases:{client}"
 
 
 class Leases:

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING
 import anyio
 from redis.exceptions import RedisError
 
-from app.cluster import Cluster, frames_key, owner_key
+from app.cluster import Cluster
 from app.frames import RELAY
 from app.journal import Journal
+from app.keys import frames_key, owner_key
 from app.translate import Dialect
 
 if TYPE_CHECKING:

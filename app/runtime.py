@@ -16,11 +16,11 @@ from typing import Any
 import anthropic
 
 from app import telemetry
-from app.admission import StreamSlots
+from app.admission import ReaderSlots, StreamSlots
 from app.ask import Ask
 from app.cluster import Cluster
 from app.config import Settings
-from app.errors import RETRY_AFTER_SECONDS, ApiError, shutting_down
+from app.errors import ApiError, shutting_down
 from app.frames import RELAY
 from app.journal import Journal
 from app.kept import Kept
@@ -58,9 +58,8 @@ class Runtime:
         self.tasks: set[asyncio.Task[None]] = set()
         self.draining = False
         self.reading = 0  # request bodies being read now (app/body.py)
-        # Resumed streams being read, per client; those read from another replica.
-        self.readers: dict[str, int] = {}
-        self.remote_readers = 0
+        # Resumed streams being read (remote readers: at most one per pooled connection).
+        self.readers = ReaderSlots(settings.max_streams_per_client, settings.max_concurrent_streams)
         # Metric labels come from a fixed set: the models a request may name, or `other`.
         self.model_labels = frozenset(settings.allowed_models or [settings.default_model])
         # What replicas share, when there are several (REDIS_URL).
@@ -147,21 +146,14 @@ class Runtime:
 
         Readers count against MAX_STREAMS_PER_CLIENT apart from streams, and readers of
         other replicas' streams (each holds a Redis connection) against the pool."""
-        if self.readers.get(client, 0) >= self.slots.per_client:
-            raise ApiError(
-                429,
-                "rate_limit_error",
-                f"At most {self.slots.per_client} resumed streams at once per client.",
-                {"Retry-After": RETRY_AFTER_SECONDS},
-            )
         # Counted from here, before anything is awaited: concurrent requests see it.
-        self.readers[client] = self.readers.get(client, 0) + 1
+        self.readers.acquire(client)
         opened = None
         try:
             opened = await self._open(stream_id, after, dialect, running)
         finally:
             if opened is None:  # refused, failed, or nothing to send
-                self._count_out(client, remote=False)
+                self.readers.release(client, remote=False)
         if opened is None:
             return None
         frames, left, remote = opened
@@ -171,7 +163,7 @@ class Runtime:
             nonlocal reading
             if reading:  # told more than once (app/response.py): counted once
                 reading = False
-                self._count_out(client, remote)
+                self.readers.release(client, remote)
             left(reason)
 
         return frames, gone
@@ -194,14 +186,7 @@ class Runtime:
             assert cluster is not None
             if ended is not None and after >= ended:
                 return None
-            if self.remote_readers >= cluster.max_readers:
-                raise ApiError(
-                    503,
-                    "overloaded_error",
-                    "This relay is serving as many resumed streams as it can; try again shortly.",
-                    {"Retry-After": RETRY_AFTER_SECONDS},
-                )
-            self.remote_readers += 1
+            self.readers.acquire_remote()
             reader = RemoteReader(cluster, stream_id, after, dialect)
             return reader.frames(), reader.left, True
         journal = found.outbox if isinstance(found, Stream) else found
@@ -214,14 +199,6 @@ class Runtime:
             return frames, partial(found.left, number), False
         # Finished: nothing runs that the reader could detach from.
         return found.follow(found.attach(), after), _nothing, False
-
-    def _count_out(self, client: str, remote: bool) -> None:
-        self.remote_readers -= remote
-        left = self.readers[client] - 1
-        if left:
-            self.readers[client] = left
-        else:
-            del self.readers[client]
 
     async def chat_stream(self, chat_id: str) -> str | None:
         """The stream id of chat `chat_id`'s answer while it runs, here or (with Redis) on

@@ -2,7 +2,6 @@
 relay under uvicorn and the fake upstream. Every test also fails on any console error,
 page error, CSP violation or request leaving the page's origin."""
 
-import os
 import re
 import time
 from pathlib import Path
@@ -12,31 +11,9 @@ import pytest
 from tests.fake_upstream import answer, error_event, http_error, message_start, text_block
 from tests.support import CuttableProxy
 
-playwright = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing (.ci/run installs it with apt)")
-        pytest.skip("Chromium is not installed: apt-get install chromium")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 class Page:

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import httpx2
 import pytest
 
-from app.cluster import Cluster, owner_key
+from app.cluster import Cluster
+from app.keys import owner_key
 from tests.fake_upstream import answer, message_start, text_block
 from tests.support import (
     PROMPTLY,

@@ -4,8 +4,9 @@ mark, an expiry; nothing lost while Redis is away) and the reader on another rep
 import asyncio
 from types import SimpleNamespace
 
-from app.cluster import Cluster, frames_key
+from app.cluster import Cluster
 from app.journal import Journal
+from app.keys import frames_key
 from app.mirror import Mirror, RemoteReader
 from tests.support import RedisServer
 

@@ -179,5 +179,5 @@ def test_readers_per_client_are_limited(make_relay, upstream, server_loop):
         third = client.get(f"{relay.url}/api/chat/{ids[0]}")
         assert third.status_code == 429, "two readers open: at the limit"
     # Readers that left give their place back.
-    assert server_loop.wait_for(lambda: not relay.state.runtime.readers, 2)
+    assert server_loop.wait_for(lambda: not relay.state.runtime.readers.by_client, 2)
     assert resume(relay.url, ids[0]).status_code == 200
