@@ -7,7 +7,7 @@ import time
 
 import httpx2
 
-from tests.fake_upstream import answer
+from tests.fake_upstream import answer, error_event, http_error, message_start, text_block
 from tests.support import PROMPTLY, WORDS, ui_body, ui_chunks, usechat
 
 CHAT = "chatAbcdefgh01234"  # 17 of [A-Za-z0-9_-], as the AI SDK makes them (16)
@@ -154,3 +154,29 @@ def test_bad_bodies_get_clear_errors(relay):
     bad_part["messages"][0]["parts"] = [{"type": 7, "text": secret}]
     refused = post(bad_part)
     assert refused.status_code == 422 and secret not in refused.text
+
+
+def test_failures_after_the_start_are_one_error_chunk_in_the_relays_words(make_relay, upstream):
+    relay = make_relay(upstream_retries=0, ping_interval=0.05)
+    secret = "internal cluster 7 melted"
+    upstream.push(
+        [
+            message_start(),
+            *text_block(0, ["one "])[:-1],
+            ("sleep", 0.2),  # pings meanwhile: comments, never data
+            error_event("overloaded_error", secret),
+        ]
+    )
+    reply = httpx2.post(f"{relay.url}/api/chat", json=ui_body(CHAT))
+    chunks = ui_chunks(reply.text)
+    assert chunks[-2]["type"] == "error" and chunks[-1] == "[DONE]"
+    assert secret not in reply.text and "overloaded" in chunks[-2]["errorText"]
+    assert ": ping" in reply.text and "data: ping" not in reply.text
+
+
+def test_failures_before_the_start_stay_plain_http(make_relay, upstream):
+    relay = make_relay(upstream_retries=0)
+    upstream.push(http_error(529, "overloaded_error", "Overloaded"))
+    reply = httpx2.post(f"{relay.url}/api/chat", json=ui_body(CHAT))
+    assert reply.status_code == 503
+    assert reply.json()["error"]["type"] == "overloaded_error"
