@@ -502,3 +502,21 @@ def ui_chunks(raw: str) -> list[Any]:
             payload = line[6:]
             out.append(payload if payload == "[DONE]" else json.loads(payload))
     return out
+
+
+def ui_answer_interrupted(
+    url: str, body: dict[str, Any], interrupt: Callable[[httpx2.Client], Any]
+) -> tuple[list[Any], float, Any]:
+    """POST a useChat body to the relay at `url` and, once its first frame came,
+    `interrupt(client)`: the chunks that came after, when it interrupted, and what
+    `interrupt` returned."""
+    with (
+        httpx2.Client(timeout=10) as client,
+        client.stream("POST", f"{url}/api/chat", json=body) as reply,
+    ):
+        lines = reply.iter_lines()
+        assert next(lines).startswith("id: ")
+        interrupted = time.monotonic()
+        result = interrupt(client)
+        rest = ui_chunks("\n".join(lines))
+    return rest, interrupted, result

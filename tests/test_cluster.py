@@ -25,8 +25,8 @@ from tests.support import (
     resume,
     text_of,
     two_hundred_resumed,
+    ui_answer_interrupted,
     ui_body,
-    ui_chunks,
     upstream_request,
     usechat,
 )
@@ -328,16 +328,12 @@ def test_a_usechat_answer_resumes_and_stops_through_the_other_replica(
     assert usechat(b, "resume", chat) == {"none": True}  # finished: nothing runs
     # A second answer of the chat, stopped through the other replica.
     upstream.push(answer(*WORDS, delay=0.05))
-    with (
-        httpx2.Client(timeout=10) as client,
-        client.stream("POST", f"{a}/api/chat", json=ui_body(chat, resumable=True)) as reply,
-    ):
-        lines = reply.iter_lines()
-        assert next(lines).startswith("id: ")
-        conn = server_loop.call(lambda: upstream.requests[-1].conn)
-        stopped = time.monotonic()
-        assert client.delete(f"{b}/api/chat/{chat}/stream").status_code == 204
-        rest = ui_chunks("\n".join(lines))
+    url = f"{b}/api/chat/{chat}/stream"
+    rest, stopped, status = ui_answer_interrupted(
+        a, ui_body(chat, resumable=True), lambda c: c.delete(url).status_code
+    )
+    assert status == 204
+    conn = server_loop.call(lambda: upstream.requests[-1].conn)
     assert server_loop.wait_for(lambda: conn.closed is not None, 2)
     assert conn.closed - stopped < PROMPTLY
     assert rest[-2:] == [{"type": "abort"}, "[DONE]"]

@@ -3,12 +3,10 @@
 message stream's contract on the wire: resume by chat id, 204 when nothing runs, a stop
 that stops, a new answer that ends the old one."""
 
-import time
-
 import httpx2
 
 from tests.fake_upstream import answer, error_event, http_error, message_start, text_block
-from tests.support import PROMPTLY, WORDS, ui_body, ui_chunks, usechat
+from tests.support import PROMPTLY, WORDS, ui_answer_interrupted, ui_body, ui_chunks, usechat
 
 CHAT = "chatAbcdefgh01234"  # 17 of [A-Za-z0-9_-], as the AI SDK makes them (16)
 
@@ -94,36 +92,26 @@ def test_reconnect_is_204_when_nothing_runs(relay, upstream):
 
 def test_delete_stops_the_answer_at_once(relay, upstream, server_loop):
     upstream.push(answer(*WORDS, delay=0.05))
-    body = ui_body(CHAT, "stop me", resumable=True)
-    with (
-        httpx2.Client(timeout=10) as client,
-        client.stream("POST", f"{relay.url}/api/chat", json=body) as reply,
-    ):
-        lines = reply.iter_lines()
-        assert next(lines).startswith("id: ")
-        conn = server_loop.call(lambda: upstream.requests[0].conn)
-        stopped = time.monotonic()
-        assert client.delete(f"{relay.url}/api/chat/{CHAT}/stream").status_code == 204
-        rest = ui_chunks("\n".join(lines))
+    url = f"{relay.url}/api/chat/{CHAT}/stream"
+    rest, stopped, status = ui_answer_interrupted(
+        relay.url, ui_body(CHAT, resumable=True), lambda c: c.delete(url).status_code
+    )
+    assert status == 204
+    conn = server_loop.call(lambda: upstream.requests[0].conn)
     assert server_loop.wait_for(lambda: conn.closed is not None, 2)
     assert conn.closed - stopped < PROMPTLY
     assert rest[-2:] == [{"type": "abort"}, "[DONE]"]
-    assert httpx2.delete(f"{relay.url}/api/chat/{CHAT}/stream").status_code == 204
+    assert httpx2.delete(url).status_code == 204  # nothing runs: still 204
 
 
 def test_a_new_answer_for_the_chat_ends_the_old_one(relay, upstream, server_loop):
     upstream.push(answer(*WORDS, delay=0.05), answer("new"))
     body = ui_body(CHAT, resumable=True)
-    with (
-        httpx2.Client(timeout=10) as client,
-        client.stream("POST", f"{relay.url}/api/chat", json=body) as old,
-    ):
-        lines = old.iter_lines()
-        assert next(lines).startswith("id: ")
-        first = server_loop.call(lambda: upstream.requests[0].conn)
-        regenerate = {**body, "trigger": "regenerate-message"}
-        newer = client.post(f"{relay.url}/api/chat", json=regenerate)
-        rest = ui_chunks("\n".join(lines))
+    regenerate = {**body, "trigger": "regenerate-message"}
+    rest, _, newer = ui_answer_interrupted(
+        relay.url, body, lambda c: c.post(f"{relay.url}/api/chat", json=regenerate)
+    )
+    first = server_loop.call(lambda: upstream.requests[0].conn)
     assert server_loop.wait_for(lambda: first.closed is not None, 2)
     assert rest[-2:] == [{"type": "abort"}, "[DONE]"]
     assert ui_chunks(newer.text)[-1] == "[DONE]"
