@@ -17,7 +17,7 @@ from pydantic import (
 from app.ask import Ask, ModelName, NonEmptyText, Text, base_params
 from app.config import Settings
 from app.errors import ApiError, invalid_request
-from app.uimessages import is_ui_body, ui_params
+from app.uimessages import PARTS_PER_TURN, check_parts, is_ui_body, ui_params
 
 ACCEPTED = "message, messages, system, model, max_tokens, resumable"
 
@@ -74,6 +74,7 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
             f"messages: at most {settings.max_turns} turns (got {len(turns)})",
         )
     if is_ui_body(data):
+        check_parts(turns, settings.max_turns * PARTS_PER_TURN)
         return ui_params(body, settings)
     try:
         # JSON mode, for its JSON wording ("array", "object"); a second C parse is cheap.
