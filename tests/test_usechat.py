@@ -168,3 +168,14 @@ def test_failures_before_the_start_stay_plain_http(make_relay, upstream):
     reply = httpx2.post(f"{relay.url}/api/chat", json=ui_body(CHAT))
     assert reply.status_code == 503
     assert reply.json()["error"]["type"] == "overloaded_error"
+
+
+def test_resume_and_stop_need_what_post_needs(make_relay):
+    relay = make_relay(relay_token="s3cret")
+    url = f"{relay.url}/api/chat/{CHAT}/stream"
+    assert httpx2.get(url).status_code == 401 and httpx2.delete(url).status_code == 401
+    cross_site = {"origin": "https://evil.example"}
+    assert (
+        httpx2.get(url, headers={"authorization": "Bearer s3cret", **cross_site}).status_code == 403
+    )
+    assert httpx2.get(url, headers={"authorization": "Bearer s3cret"}).status_code == 204

@@ -1,0 +1,62 @@
+"""The UI message stream encoder, through the pure translation (no network)."""
+
+import json
+
+import pytest
+
+from app.translate import Answer, message_started, translate
+from app.uistream import UI
+
+
+def chunks(raw: bytes) -> list:
+    return [
+        line[6:] if line == b"data: [DONE]" else json.loads(line[6:])
+        for line in raw.split(b"\n")
+        if line.startswith(b"data: ")
+    ]
+
+
+def answered(stop_reason: str, texts: list[str]) -> list:
+    answer = Answer("live", UI)
+    message_started(answer, b'{"message": {"id": "msg_1", "model": "m", "usage": {}}}')
+    out = b""
+    for text in texts:
+        delta = {"delta": {"type": "text_delta", "text": text}}
+        out += translate(answer, b"content_block_delta", json.dumps(delta).encode()) or b""
+    end = {"delta": {"stop_reason": stop_reason}, "usage": {"output_tokens": 3}}
+    translate(answer, b"message_delta", json.dumps(end).encode())
+    return chunks(out + translate(answer, b"message_stop", b"{}"))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("refusal", "content-filter"),
+        ("tool_use", "tool-calls"),
+        ("pause_turn", "other"),
+    ],
+)
+def test_finish_reasons(stop_reason, finish):
+    finished = answered(stop_reason, ["a"])[-2]
+    assert finished["finishReason"] == finish
+    assert finished["messageMetadata"]["stop_reason"] == stop_reason
+
+
+def test_deltas_arrive_as_sent_even_a_lone_surrogate():
+    texts = ["Hé", "\ud83d", ' "quoted"\n']
+    sent = answered("end_turn", texts)
+    assert sent[0] == {
+        "type": "start",
+        "messageId": "msg_1",
+        "messageMetadata": {"model": "m", "mode": "live"},
+    }
+    deltas = [c["delta"] for c in sent if isinstance(c, dict) and c["type"] == "text-delta"]
+    assert deltas == texts and sent[-1] == b"[DONE]"
+
+
+def test_an_answer_with_no_text_opens_no_text_part():
+    sent = answered("end_turn", [])
+    assert [c if c == b"[DONE]" else c["type"] for c in sent] == ["start", "finish", b"[DONE]"]
