@@ -74,4 +74,25 @@ def base_params(
     params: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
     if system:
         params["system"] = system
+    if settings.prompt_caching == "auto":
+        cache(params, settings.prompt_cache_ttl)
     return params
+
+
+def cache(params: dict[str, Any], ttl: str) -> None:
+    """Mark the conversation for prompt caching: a breakpoint on the system prompt and one on
+    the last turn. The next turn's request then reads everything up to this one's last turn
+    from the cache (a tenth of the price of fresh input) and writes only what is new; a
+    prefix too short to cache is simply not cached."""
+    mark: dict[str, Any] = {"type": "ephemeral"}
+    if ttl != "5m":  # the API's default lifetime
+        mark["ttl"] = ttl
+    system = params.get("system")
+    if system:
+        params["system"] = [{"type": "text", "text": system, "cache_control": mark}]
+    last = params["messages"][-1]
+    content = last["content"]
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    # A copy of the last block: the caller's structures are left as they were.
+    last["content"] = [*content[:-1], {**content[-1], "cache_control": mark}]

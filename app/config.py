@@ -1,6 +1,6 @@
 """Every setting the relay reads, from the environment or a `.env` file."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     # REDIS_LEASE_SECONDS.
     redis_url: SecretStr | None = None
     redis_lease_seconds: float = Field(10.0, gt=0)
+
+    # Prompt caching: `auto` marks each request's system prompt and last turn for caching, so
+    # a conversation's next turn reads its prefix at a tenth of the price; `off` does not.
+    # The cache lives 5 minutes (`5m`) or an hour (`1h`, written at twice the price).
+    prompt_caching: Literal["auto", "off"] = "auto"
+    prompt_cache_ttl: Literal["5m", "1h"] = "5m"
 
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     log_content: bool = False

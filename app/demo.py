@@ -21,12 +21,33 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode()
 
 
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(b.get("text", "") for b in content if isinstance(b, dict))
+
+
 def _question(request: dict[str, Any]) -> str:
-    content = request["messages"][-1]["content"]
-    if not isinstance(content, str):
-        content = " ".join(b.get("text", "") for b in content if isinstance(b, dict))
-    text = " ".join(content.split())
+    text = " ".join(_text(request["messages"][-1]["content"]).split())
     return text if len(text) <= 200 else text[:200] + "…"
+
+
+def _usage(request: dict[str, Any]) -> dict[str, int]:
+    """Input tokens (a word each), as the API reports them: with prompt caching, what
+    earlier turns' requests wrote is read from the cache, and only the rest written."""
+    sizes = [len(_text(m["content"]).split()) for m in request["messages"]]
+    system = len(_text(request.get("system") or "").split())
+    if "cache_control" not in json.dumps(request["messages"][-1]):
+        return {"input_tokens": system + sum(sizes)}
+    # The previous request's breakpoint was its last turn: all but the last two (the
+    # answer to it and the new question) are in the cache.
+    read = system + sum(sizes[:-2]) if len(sizes) > 2 else 0
+    write = sum(sizes) + system - read
+    return {
+        "input_tokens": 0,
+        "cache_read_input_tokens": read,
+        "cache_creation_input_tokens": write,
+    }
 
 
 def demo_answer(request: dict[str, Any]) -> str:
@@ -46,7 +67,7 @@ def demo_answer(request: dict[str, Any]) -> str:
 
 async def _stream(request: dict[str, Any], delay: float) -> AsyncIterator[bytes]:
     model = request.get("model", "demo")
-    input_tokens = sum(len(str(m["content"]).split()) for m in request["messages"])
+    usage = _usage(request)
     # Words with their trailing whitespace: about one token each, and a human pace.
     answer = re.findall(r"\S+\s*|\s+", demo_answer(request))
     tokens = answer[: request["max_tokens"]]
@@ -61,7 +82,7 @@ async def _stream(request: dict[str, Any], delay: float) -> AsyncIterator[bytes]
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+        "usage": {**usage, "output_tokens": 1},
     }
     yield _event("message_start", {"type": "message_start", "message": message})
     yield _event(

@@ -51,6 +51,11 @@ DURATION = Histogram(
 )
 INPUT_TOKENS = Counter("chat_relay_input_tokens_total", "Input tokens billed.", ["model"])
 OUTPUT_TOKENS = Counter("chat_relay_output_tokens_total", "Output tokens billed.", ["model"])
+CACHE_TOKENS = Counter(
+    "chat_relay_cache_tokens_total",
+    "Input tokens read from or written to the prompt cache.",
+    ["model", "type"],  # type: read, write
+)
 RESUMED = Counter("chat_relay_streams_resumed_total", "Resumable streams read again.")
 EXPIRED = Counter(
     "chat_relay_streams_expired_total", "Resumable streams nobody came back to in time."
@@ -97,6 +102,8 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
     now = time.monotonic()
     usage = stream.usage
     input_tokens = int(usage.get("input_tokens") or 0)
+    cache_read = int(usage.get("cache_read_input_tokens") or 0)
+    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
     # Cancelled or failed: the last figure the upstream reported may lag behind the text
     # forwarded, so count at least one token per delta; the line says it is partial.
     output_tokens = max(int(usage.get("output_tokens") or 0), stream.deltas)
@@ -107,6 +114,8 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
             TTFD.observe(stream.first_delta - stream.started)
         INPUT_TOKENS.labels(model_label).inc(input_tokens)
         OUTPUT_TOKENS.labels(model_label).inc(output_tokens)
+        CACHE_TOKENS.labels(model_label, "read").inc(cache_read)
+        CACHE_TOKENS.labels(model_label, "write").inc(cache_write)
         if stream.outcome == "done":
             COMPLETED.inc()
         elif stream.outcome == "cancelled":
@@ -134,6 +143,8 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
         "duration_ms": round((now - stream.started) * 1000, 1),
         "deltas": stream.deltas,
         "input_tokens": input_tokens,
+        "cache_read_tokens": cache_read,
+        "cache_write_tokens": cache_write,
         "output_tokens": output_tokens,
         "tokens_partial": partial,
     }

@@ -172,10 +172,21 @@ class FakeUpstream:
             self.server.close()
 
 
-def _last_text(body: dict[str, Any]) -> str:
+def text_of(content: Any) -> str:
+    """A turn's text, whether the content is a string or a list of blocks."""
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") for b in content or () if isinstance(b, dict))
+
+
+def last_text(body: dict[str, Any]) -> str:
     messages = body.get("messages") or [{}]
-    content = messages[-1].get("content")
-    return content if isinstance(content, str) else ""
+    return text_of(messages[-1].get("content"))
+
+
+def plain(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The conversation as role and text, without prompt caching's marks."""
+    return [{"role": m["role"], "content": text_of(m["content"])} for m in messages]
 
 
 class _Protocol(asyncio.Protocol):
@@ -207,7 +218,7 @@ class _Protocol(asyncio.Protocol):
         body = json.loads(rest[:length] or b"{}")
         request = Request(body, headers, time.monotonic(), self.conn, lines[0])
         self.conn.requests.append(request)
-        script = self.upstream.by_message.get(_last_text(request.body))
+        script = self.upstream.by_message.get(last_text(request.body))
         if script is None:
             script = (
                 self.upstream.scripts.popleft() if self.upstream.scripts else self.upstream.default

@@ -24,7 +24,7 @@ import uvloop
 
 from app.config import Settings
 from app.main import create_app
-from tests.fake_upstream import answer
+from tests.fake_upstream import answer, last_text
 
 T = TypeVar("T")
 
@@ -256,9 +256,7 @@ class RawClient:
 
 def upstream_request(upstream, server_loop, message, timeout=2.0):
     def find():
-        return next(
-            (r for r in upstream.requests if r.body["messages"][-1]["content"] == message), None
-        )
+        return next((r for r in upstream.requests if last_text(r.body) == message), None)
 
     server_loop.wait_for(lambda: find() is not None, timeout)
     return server_loop.call(find)

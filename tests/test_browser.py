@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_upstream import answer, error_event, http_error, message_start, text_block
+from tests.fake_upstream import (
+    answer,
+    error_event,
+    http_error,
+    last_text,
+    message_start,
+    plain,
+    text_block,
+)
 from tests.support import CuttableProxy
 
 pytest.importorskip("playwright.sync_api")
@@ -109,7 +117,7 @@ def test_follow_up_sends_the_whole_history(chat, upstream):
     page.wait_done(1)
     page.send("Question two")
     page.wait_done(2)
-    assert upstream.requests[-1].body["messages"] == [
+    assert plain(upstream.requests[-1].body["messages"]) == [
         {"role": "user", "content": "Question one"},
         {"role": "assistant", "content": "First answer."},
         {"role": "user", "content": "Question two"},
@@ -133,7 +141,7 @@ def test_stop_closes_the_upstream_and_keeps_the_partial_answer(chat, upstream, s
     # The partial answer stays in the conversation the model sees next.
     page.send("Go on")
     page.wait_done(1)
-    sent = upstream.requests[-1].body["messages"]
+    sent = plain(upstream.requests[-1].body["messages"])
     assert sent[1]["role"] == "assistant" and sent[1]["content"].startswith("word0 word1")
 
 
@@ -156,7 +164,9 @@ def test_error_mid_answer_is_shown_and_retry_recovers(chat, upstream):
     assert page.answer().inner_text().strip() == "Hello, world!"
     assert page.page.locator(".message.assistant").count() == 1
     # The failed turn never reached the history.
-    assert upstream.requests[-1].body["messages"] == [{"role": "user", "content": "Question"}]
+    assert plain(upstream.requests[-1].body["messages"]) == [
+        {"role": "user", "content": "Question"}
+    ]
 
 
 def test_rate_limit_before_the_answer_is_shown_and_retry_recovers(chat, upstream):
@@ -256,7 +266,7 @@ def test_keyboard_only(chat, upstream):
     assert upstream.requests == []
     page.page.keyboard.press("Enter")
     page.wait_done()
-    assert upstream.requests[0].body["messages"][0]["content"] == "line one\nline two"
+    assert last_text(upstream.requests[0].body) == "line one\nline two"
     # Escape stops an answer; focus comes back to the composer.
     upstream.push(answer(*words(200), delay=0.03))
     page.page.keyboard.type("again")

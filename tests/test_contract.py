@@ -8,6 +8,7 @@ from tests.fake_upstream import (
     http_error,
     message_end,
     message_start,
+    plain,
     text_block,
 )
 from tests.support import API_KEY, post_chat
@@ -45,11 +46,14 @@ def test_what_the_upstream_receives(relay, upstream):
     assert post_chat(relay, body).events[-1] == "done"
 
     (request,) = upstream.requests
+    # Prompt caching (on by default): breakpoints on the system prompt and the last turn.
+    mark = {"type": "ephemeral"}
+    follow_up = {"type": "text", "text": "Follow-up", "cache_control": mark}
     assert request.body == {
         "model": "claude-x",
         "max_tokens": 77,
-        "messages": conversation,
-        "system": "Be brief.",
+        "messages": [*conversation[:2], {"role": "user", "content": [follow_up]}],
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": mark}],
         "stream": True,
     }
     # This SDK version authenticates with a bearer header; older ones sent x-api-key.
@@ -62,7 +66,7 @@ def test_defaults_for_model_and_max_tokens(make_relay, upstream):
     post_chat(relay, {"message": "Hi"})
     body = upstream.requests[0].body
     assert (body["model"], body["max_tokens"]) == ("claude-default", 321)
-    assert body["messages"] == [{"role": "user", "content": "Hi"}]
+    assert plain(body["messages"]) == [{"role": "user", "content": "Hi"}]
     assert "system" not in body
 
 

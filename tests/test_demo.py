@@ -90,3 +90,19 @@ def test_a_demo_chat_the_caller_leaves_is_cancelled_at_once(make_relay, relay_lo
     line = relay_log.chats[0]
     assert line["outcome"] == "cancelled" and line["mode"] == "demo"
     assert line["deltas"] < 10
+
+
+def test_the_demo_reports_cache_reads_on_later_turns(make_relay):
+    relay = demo_relay(make_relay, demo_token_delay=0)
+    first = post_chat(relay, {"message": "one two three"}).frames[-1][1]["usage"]
+    assert first["cache_read_input_tokens"] == 0 and first["cache_creation_input_tokens"] == 3
+    turns = [
+        {"role": "user", "content": "one two three"},
+        {"role": "assistant", "content": "four five"},
+        {"role": "user", "content": "six"},
+    ]
+    later = post_chat(relay, {"messages": turns}).frames[-1][1]["usage"]
+    assert later["cache_read_input_tokens"] == 3 and later["cache_creation_input_tokens"] == 3
+    off = demo_relay(make_relay, demo_token_delay=0, prompt_caching="off")
+    plain = post_chat(off, {"messages": turns}).frames[-1][1]["usage"]
+    assert plain["input_tokens"] == 6 and "cache_read_input_tokens" not in plain

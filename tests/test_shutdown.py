@@ -10,7 +10,7 @@ import time
 import httpx2
 from prometheus_client.mmap_dict import MmapedDict
 
-from tests.fake_upstream import answer
+from tests.fake_upstream import answer, last_text
 from tests.support import API_KEY, RawClient, raw_post, serve
 
 GRACE = 1.5
@@ -80,9 +80,7 @@ def test_sigterm_drains_then_ends_the_rest(upstream, server_loop, tmp_path):
     assert b"event: done" in short and b"event: error" not in short  # finished within the grace
     assert b'"type":"server_shutdown"' in long and b"event: done" not in long
     assert took < GRACE + 1.0, f"exited {took:.2f} s after SIGTERM"
-    long_conn = next(
-        r.conn for r in upstream.requests if r.body["messages"][0]["content"] == "long"
-    )
+    long_conn = next(r.conn for r in upstream.requests if last_text(r.body) == "long")
     assert long_conn.closed is not None, "the upstream of the ended stream must be closed"
     assert "draining" in output and "Traceback" not in output
     print(f"\nexited {took:.2f} s after SIGTERM (grace {GRACE} s)")

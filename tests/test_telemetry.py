@@ -1,11 +1,12 @@
 """What lands in metrics and logs is bounded, whatever callers and upstreams send."""
 
+import json
 import re
 import socket
 
 import httpx2
 
-from tests.fake_upstream import error_event, message_start, text_block
+from tests.fake_upstream import error_event, message_end, message_start, text_block
 from tests.support import post_chat
 
 
@@ -54,3 +55,25 @@ def test_metrics_on_a_port_of_their_own(make_relay):
     assert httpx2.get(f"{relay.url}/metrics").status_code == 404  # not on the API's port
     scraped = httpx2.get(f"http://127.0.0.1:{port}/metrics")
     assert scraped.status_code == 200 and "chat_relay_streams_started_total" in scraped.text
+
+
+def test_cache_tokens_are_counted_by_type_and_logged(relay, upstream, server_loop, relay_log):
+    def counted(kind: str) -> float:
+        text = httpx2.get(f"{relay.url}/metrics").text
+        line = f'chat_relay_cache_tokens_total{{model="claude-sonnet-5-5",type="{kind}"}} '
+        found = re.search(rf"^{re.escape(line)}(\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    before = counted("read"), counted("write")
+    start = message_start(cache_read_input_tokens=900, cache_creation_input_tokens=40)
+    upstream.push([start, *text_block(0, ["ok"]), *message_end()])
+    reply = httpx2.post(f"{relay.url}/api/chat", json={"message": "hi"})
+    done = json.loads(reply.text.strip().split("\n")[-1][6:])
+    assert done["usage"]["cache_read_input_tokens"] == 900
+    assert done["usage"]["cache_creation_input_tokens"] == 40
+    assert server_loop.wait_for(lambda: len(relay_log.chats) == 1, 2)
+    line = relay_log.chats[0]
+    assert line["cache_read_tokens"] == 900 and line["cache_write_tokens"] == 40
+    assert (counted("read") - before[0], counted("write") - before[1]) == (900, 40)
+    sent = upstream.requests[0].body["messages"][-1]["content"][-1]
+    assert sent["cache_control"] == {"type": "ephemeral"}, "on by default"

@@ -5,7 +5,15 @@ that stops, a new answer that ends the old one."""
 
 import httpx2
 
-from tests.fake_upstream import answer, error_event, http_error, message_start, text_block
+from tests.fake_upstream import (
+    answer,
+    error_event,
+    http_error,
+    message_start,
+    plain,
+    text_block,
+    text_of,
+)
 from tests.support import PROMPTLY, WORDS, ui_answer_interrupted, ui_body, ui_chunks, usechat
 
 CHAT = "chatAbcdefgh01234"  # 17 of [A-Za-z0-9_-], as the AI SDK makes them (16)
@@ -62,12 +70,12 @@ def test_conversion_of_earlier_turns(relay, upstream):
     ]
     assert httpx2.post(f"{relay.url}/api/chat", json=body).status_code == 200
     sent = upstream.requests[0].body
-    assert sent["system"] == "Be brief.\n\nYou are kind."
-    assert sent["messages"] == [
+    assert text_of(sent["system"]) == "Be brief.\n\nYou are kind."
+    assert sent["messages"][:2] == [
         {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "Hello!"}]},
-        {"role": "user", "content": [{"type": "text", "text": "Again"}]},
     ]
+    assert plain(sent["messages"][2:]) == [{"role": "user", "content": "Again"}]
 
 
 def test_a_dropped_answer_resumes_whole_with_one_upstream_request(relay, upstream):

@@ -1,0 +1,46 @@
+"""What both dialects share: prompt caching's breakpoints (pure, no network)."""
+
+import json
+
+from app.models import upstream_params
+from tests.support import relay_settings, ui_body
+
+MARK = {"type": "ephemeral"}
+
+
+def params(body: dict, **settings) -> dict:
+    return upstream_params(json.dumps(body).encode(), relay_settings(**settings)).params
+
+
+def test_auto_marks_the_system_prompt_and_the_last_turn():
+    conversation = {
+        "system": "Be brief.",
+        "messages": [
+            {"role": "user", "content": "one"},
+            {"role": "assistant", "content": "two"},
+            {"role": "user", "content": "three"},
+        ],
+    }
+    sent = params(conversation)
+    assert sent["system"] == [{"type": "text", "text": "Be brief.", "cache_control": MARK}]
+    assert sent["messages"][:2] == conversation["messages"][:2]  # earlier turns as they were
+    assert sent["messages"][2]["content"] == [
+        {"type": "text", "text": "three", "cache_control": MARK}
+    ]
+
+
+def test_off_sends_the_conversation_as_it_came():
+    sent = params({"message": "hi", "system": "s"}, prompt_caching="off")
+    assert sent["system"] == "s" and sent["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_the_hour_long_lifetime_is_asked_for():
+    sent = params({"message": "hi"}, prompt_cache_ttl="1h")
+    assert sent["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+
+
+def test_a_usechat_turn_gets_its_last_block_marked():
+    body = ui_body("chatAbcdefgh01234")
+    body["messages"][0]["parts"].append({"type": "text", "text": "and more"})
+    content = params(body)["messages"][0]["content"]
+    assert "cache_control" not in content[0] and content[1]["cache_control"] == MARK
