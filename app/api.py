@@ -64,6 +64,8 @@ async def config(request: Request) -> dict[str, Any]:
         "mode": settings.mode,
         "auth": settings.relay_token is not None,
         "resume": settings.resume_window > 0,
+        "models": settings.allowed_models or [settings.default_model],
+        "default_model": settings.default_model,
     }
 
 

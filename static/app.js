@@ -1,5 +1,6 @@
 // The chat page: a conversation, streamed answers, Stop, Retry, and nothing else.
 import { renderMarkdown } from "./markdown.js";
+import { chosenModel, setUpModels } from "./models.js";
 import { readEvents } from "./sse.js";
 
 const STORE = "chat-relay:conversation";
@@ -244,7 +245,11 @@ async function ask() {
   const answer = { role: "assistant", text: "", status: "streaming" };
   turns.push(answer);
   mount(answer);
-  const body = JSON.stringify(canResume ? { messages, resumable: true } : { messages });
+  const body = JSON.stringify({
+    messages,
+    model: chosenModel(),
+    resumable: canResume || undefined,
+  });
   await relay(answer, (signal, headers) =>
     fetch("/api/chat", {
       method: "POST",
@@ -414,6 +419,7 @@ fetch("/api/config")
     ui.demo.hidden = config.mode !== "demo";
     needsToken = Boolean(config.auth);
     canResume = config.resume !== false;
+    setUpModels(document.getElementById("model"), config);
   })
   .catch(() => {})
   .then(() => {

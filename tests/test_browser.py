@@ -359,3 +359,22 @@ def test_the_page_asks_for_the_token_once(chat, upstream):
     assert not page.page.locator("#token-dialog").is_visible(), "asked twice"
     assert page.page.evaluate("sessionStorage.getItem('chat-relay:token')") == "s3cret"
     assert page.page.evaluate("JSON.stringify(localStorage)").count("s3cret") == 0
+
+
+def test_the_model_picker(chat, upstream):
+    upstream.push(answer("From b."), answer("Default."))
+    page = chat(allowed_models="claude-a,claude-b", default_model="claude-a")
+    picker = page.page.locator("#model")
+    picker.wait_for()
+    assert picker.locator("option").all_inner_texts() == ["claude-a", "claude-b"]
+    assert picker.input_value() == "claude-a"  # the relay's default
+    picker.select_option("claude-b")
+    page.send("Which model?")
+    page.wait_done()
+    assert upstream.requests[-1].body["model"] == "claude-b"
+    # One model on offer: no picker, and the request names none.
+    single = chat()
+    single.send("Any model")
+    single.wait_done()
+    assert single.page.locator("#model").is_hidden()
+    assert upstream.requests[-1].body["model"] == single.relay.settings.default_model

@@ -64,13 +64,20 @@ def test_the_page_references_only_its_own_origin():
     assert {"marked.LICENSE", "dompurify.LICENSE"} <= licenses
 
 
-def test_config_tells_the_page_the_mode(relay, make_relay):
-    live = {"mode": "live", "auth": False, "resume": True}
+def test_config_tells_the_page_the_mode_and_the_models(relay, make_relay):
+    models = {"models": ["claude-sonnet-5-5"], "default_model": "claude-sonnet-5-5"}
+    live = {"mode": "live", "auth": False, "resume": True, **models}
     assert httpx2.get(f"{relay.url}/api/config").json() == live
     demo = make_relay(
-        anthropic_api_key=None, anthropic_base_url=None, relay_token="t", resume_window=0
+        anthropic_api_key=None,
+        anthropic_base_url=None,
+        relay_token="t",
+        resume_window=0,
+        allowed_models="claude-a,claude-b",
+        default_model="claude-b",
     )
-    expected = {"mode": "demo", "auth": True, "resume": False}
+    models = {"models": ["claude-a", "claude-b"], "default_model": "claude-b"}
+    expected = {"mode": "demo", "auth": True, "resume": False, **models}
     assert httpx2.get(f"{demo.url}/api/config").json() == expected
 
 
