@@ -58,6 +58,7 @@ def base_params(
     system: str | None,
     messages: list[Any],
     settings: Settings,
+    thinking: bool = False,
 ) -> dict[str, Any]:
     """The upstream parameters both dialects share, checked against the settings."""
     model = model or settings.default_model
@@ -74,6 +75,14 @@ def base_params(
     params: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
     if system:
         params["system"] = system
+    if thinking:
+        if model.startswith(tuple(settings.thinking_budget_models)):
+            # A budget within max_tokens: the answer keeps the max_tokens it asked for.
+            budget = settings.thinking_budget_tokens
+            params["thinking"] = {"type": "enabled", "budget_tokens": budget}
+            params["max_tokens"] = max_tokens + budget
+        else:
+            params["thinking"] = {"type": "adaptive", "display": "summarized"}
     if settings.prompt_caching == "auto":
         cache(params, settings.prompt_cache_ttl)
     return params

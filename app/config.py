@@ -61,6 +61,22 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     redis_lease_seconds: float = Field(10.0, gt=0)
 
+    # Thinking on request (`"thinking": true`): adaptive thinking with a summarized display,
+    # except on models whose names start with one of THINKING_BUDGET_MODELS (the ones from
+    # before adaptive thinking), which get THINKING_BUDGET_TOKENS on top of max_tokens.
+    thinking_budget_models: Annotated[list[str], NoDecode] = [
+        "claude-3-",
+        "claude-sonnet-4-0",
+        "claude-sonnet-4-2",
+        "claude-sonnet-4-5",
+        "claude-opus-4-0",
+        "claude-opus-4-1",
+        "claude-opus-4-2",
+        "claude-opus-4-5",
+        "claude-haiku-4-5",
+    ]
+    thinking_budget_tokens: int = Field(4096, ge=1024)
+
     # Prompt caching: `auto` marks each request's system prompt and last turn for caching, so
     # a conversation's next turn reads its prefix at a tenth of the price; `off` does not.
     # The cache lives 5 minutes (`5m`) or an hour (`1h`, written at twice the price).
@@ -75,7 +91,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator("allowed_models", "cors_origins", "allowed_hosts", mode="before")
+    @field_validator(
+        "allowed_models", "cors_origins", "allowed_hosts", "thinking_budget_models", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

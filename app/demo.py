@@ -65,6 +65,26 @@ def demo_answer(request: dict[str, Any]) -> str:
     )
 
 
+def demo_thinking(request: dict[str, Any]) -> str:
+    return (
+        f"The question is “{_question(request)}”. This is the demo upstream, so there is "
+        "nothing to work out: I will say what the relay did with it."
+    )
+
+
+def _block_start(index: int, block: dict[str, Any]) -> bytes:
+    return _event(
+        "content_block_start",
+        {"type": "content_block_start", "index": index, "content_block": block},
+    )
+
+
+def _delta(index: int, delta: dict[str, Any]) -> bytes:
+    return _event(
+        "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+    )
+
+
 async def _stream(request: dict[str, Any], delay: float) -> AsyncIterator[bytes]:
     model = request.get("model", "demo")
     usage = _usage(request)
@@ -72,6 +92,7 @@ async def _stream(request: dict[str, Any], delay: float) -> AsyncIterator[bytes]
     answer = re.findall(r"\S+\s*|\s+", demo_answer(request))
     tokens = answer[: request["max_tokens"]]
     stop_reason = "end_turn" if len(tokens) == len(answer) else "max_tokens"
+    thoughts = re.findall(r"\S+\s*", demo_thinking(request)) if "thinking" in request else []
     # Like a real upstream, keep only the answer: not the conversation (up to a MiB).
     del request, answer
     message = {
@@ -85,23 +106,21 @@ async def _stream(request: dict[str, Any], delay: float) -> AsyncIterator[bytes]
         "usage": {**usage, "output_tokens": 1},
     }
     yield _event("message_start", {"type": "message_start", "message": message})
-    yield _event(
-        "content_block_start",
-        {
-            "type": "content_block_start",
-            "index": 0,
-            "content_block": {"type": "text", "text": ""},
-        },
-    )
     yield _event("ping", {"type": "ping"})
+    index = 0
+    if thoughts:  # a thinking block first, signed, as the API streams one
+        yield _block_start(index, {"type": "thinking", "thinking": ""})
+        for thought in thoughts:
+            await asyncio.sleep(delay)
+            yield _delta(index, {"type": "thinking_delta", "thinking": thought})
+        yield _delta(index, {"type": "signature_delta", "signature": "demo-signature"})
+        yield _event("content_block_stop", {"type": "content_block_stop", "index": index})
+        index += 1
+    yield _block_start(index, {"type": "text", "text": ""})
     for token in tokens:
         await asyncio.sleep(delay)
-        delta = {"type": "text_delta", "text": token}
-        yield _event(
-            "content_block_delta",
-            {"type": "content_block_delta", "index": 0, "delta": delta},
-        )
-    yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        yield _delta(index, {"type": "text_delta", "text": token})
+    yield _event("content_block_stop", {"type": "content_block_stop", "index": index})
     yield _event(
         "message_delta",
         {

@@ -1,5 +1,5 @@
-"""The relay's own dialect: `event: start`, `delta`, then `done` or `error` (the contract in
-the README), for curl and the page."""
+"""The relay's own dialect: `event: start`, `thinking` (on request), `delta`, then `done`
+or `error` (the contract in the README), for curl and the page."""
 
 from typing import Any
 
@@ -23,10 +23,15 @@ def done_payload(answer: Answer) -> dict[str, Any]:
     return done
 
 
+def thinking_frame(text: str) -> bytes:
+    return encode_frame(b"thinking", {"text": text})
+
+
 RELAY = Dialect(
-    first=start_frame,
-    delta=delta_frame,
     start=start_frame,
+    opening=lambda part, previous: b"",
+    delta=delta_frame,
+    thought=thinking_frame,
     done=lambda answer: encode_frame(b"done", done_payload(answer)),
     failed=error_frame,
     headers={},

@@ -19,7 +19,7 @@ from app.config import Settings
 from app.errors import ApiError, invalid_request
 from app.uimessages import PARTS_PER_TURN, check_parts, is_ui_body, ui_params
 
-ACCEPTED = "message, messages, system, model, max_tokens, resumable"
+ACCEPTED = "message, messages, system, model, max_tokens, thinking, resumable"
 
 
 class Turn(BaseModel):
@@ -39,6 +39,8 @@ class ChatRequest(BaseModel):
     system: Text | None = None
     model: ModelName | None = None
     max_tokens: StrictInt | None = None
+    # Ask Claude to think first (its thinking streams as `thinking` frames).
+    thinking: StrictBool = False
     # Ask for an answer that survives a dropped connection (see RESUME_WINDOW).
     resumable: StrictBool = False
 
@@ -85,5 +87,7 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
         messages = [{"role": "user", "content": request.message}]
     else:
         messages = [turn.model_dump() for turn in request.messages]
-    params = base_params(request.model, request.max_tokens, request.system, messages, settings)
+    params = base_params(
+        request.model, request.max_tokens, request.system, messages, settings, request.thinking
+    )
     return Ask(params, request.resumable)

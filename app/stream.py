@@ -182,7 +182,8 @@ class Stream:
                 await self._attempt()
                 return
             except ApiError as failure:
-                if self.deltas or not failure.retryable or self.attempts > self.retries:
+                shown = self.answer.part is not None  # never shown twice
+                if shown or not failure.retryable or self.attempts > self.retries:
                     self._failed(failure)
                     return
             # Exponential backoff with jitter, so retries from many streams do not align.
@@ -198,7 +199,7 @@ class Stream:
                 frame = translate(answer, name, data)
                 if frame is None:
                     continue
-                if self.first_delta is None and answer.deltas:
+                if self.first_delta is None and answer.part is not None:
                     self.first_delta = time.monotonic()
                     # No retry from here on: the conversation (up to MAX_BODY_BYTES) need
                     # not be held for the rest of the answer.

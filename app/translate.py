@@ -20,9 +20,10 @@ class Dialect(NamedTuple):
     relay's own frames (app/frames.py) or the AI SDK's UI message stream (app/uistream.py).
     Each is one encode per delta."""
 
-    first: Callable[["Answer"], bytes]  # what goes before the first delta
-    delta: Callable[[str], bytes]
-    start: Callable[["Answer"], bytes]  # what goes before an end that came with no delta
+    start: Callable[["Answer"], bytes]  # the message's start, before anything else
+    opening: Callable[[str, str | None], bytes]  # a part begins: "thinking" or "text"
+    delta: Callable[[str], bytes]  # answer text
+    thought: Callable[[str], bytes]  # thinking text
     done: Callable[["Answer"], bytes]  # the answer is complete
     failed: Callable[[str, str], bytes]  # it ended early: error type, message
     headers: dict[str, str]  # of the response
@@ -38,7 +39,9 @@ class Answer:
     message: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
     stop: dict[str, Any] = field(default_factory=dict)
-    deltas: int = 0
+    deltas: int = 0  # text deltas
+    thoughts: int = 0  # thinking deltas
+    part: str | None = None  # what the last delta was: None until one was shown
     done: bool = False
 
 
@@ -62,14 +65,23 @@ def translate(answer: Answer, name: bytes, data: bytes) -> bytes | None:
     try:
         if name == b"content_block_delta":
             delta = parse_json(data)["delta"]
-            if delta["type"] != "text_delta":
-                return None  # thinking, tool input, and whatever the API adds later
-            dialect = answer.dialect
-            frame = dialect.delta(delta["text"])
-            answer.deltas += 1
+            kind, dialect = delta["type"], answer.dialect
+            if kind == "text_delta":
+                part, frame = "text", dialect.delta(delta["text"])
+                answer.deltas += 1
+            elif kind == "thinking_delta":
+                part, frame = "thinking", dialect.thought(delta["thinking"])
+                answer.thoughts += 1
+            else:
+                return None  # signatures, tool input, and whatever the API adds later
+            if part == answer.part:
+                return frame
             # The start goes out with the first delta: an attempt that failed before it
             # never showed, so it could be retried unseen.
-            return dialect.first(answer) + frame if answer.deltas == 1 else frame
+            head = dialect.start(answer) if answer.part is None else b""
+            head += dialect.opening(part, answer.part)
+            answer.part = part
+            return head + frame
         if name == b"message_delta":
             payload = parse_json(data)
             answer.stop.update(payload.get("delta") or {})
@@ -78,7 +90,7 @@ def translate(answer: Answer, name: bytes, data: bytes) -> bytes | None:
         if name == b"message_stop":
             answer.done = True
             done = answer.dialect.done(answer)
-            return done if answer.deltas else answer.dialect.start(answer) + done
+            return done if answer.part else answer.dialect.start(answer) + done
         if name == b"error":
             raise stream_error(*event_error(parse_json(data)))
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -91,7 +103,7 @@ def failure_frames(answer: Answer, error_type: str, message: str) -> bytes:
     """The end of a stream that failed after its 200: its start if it never went, then
     the dialect's error."""
     frame = answer.dialect.failed(error_type, message)
-    return frame if answer.deltas else answer.dialect.start(answer) + frame
+    return frame if answer.part else answer.dialect.start(answer) + frame
 
 
 def _merge(usage: dict[str, Any], update: Any) -> None:

@@ -17,7 +17,7 @@ from app.ask import Ask, ModelName, Text, base_params
 from app.config import Settings
 from app.errors import ApiError, invalid_request
 
-ACCEPTED = "id, messages, trigger, messageId, model, max_tokens, system, resumable"
+ACCEPTED = "id, messages, trigger, messageId, model, max_tokens, system, thinking, resumable"
 # A resumable chat's id is the capability to read and stop its answer: the AI SDK makes 16
 # of 62 symbols (95 bits); shorter ones could be guessed.
 CHAT_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -49,6 +49,7 @@ class UIChatRequest(BaseModel):
     model: ModelName | None = None
     max_tokens: StrictInt | None = None
     system: Text | None = None
+    thinking: StrictBool = False
     resumable: StrictBool = False
 
 
@@ -110,7 +111,8 @@ def ui_params(body: bytes, settings: Settings) -> Ask:
         raise ApiError(
             422, "invalid_request_error", "messages: must end with a user message with text"
         )
+    joined = "\n\n".join(system) or None
     params = base_params(
-        request.model, request.max_tokens, "\n\n".join(system) or None, turns, settings
+        request.model, request.max_tokens, joined, turns, settings, request.thinking
     )
     return Ask(params, request.resumable, "ui", request.id)

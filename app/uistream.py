@@ -1,6 +1,7 @@
 """The AI SDK's UI message stream (`x-vercel-ai-ui-message-stream: v1`), so `useChat()`
-reads the relay with no glue: `data: <json>` chunks, `start`, `text-start`, one
-`text-delta` per upstream delta, `text-end`, `finish`, then `data: [DONE]`. A failure after
+reads the relay with no glue: `data: <json>` chunks, `start`, (thinking on request:
+`reasoning-start`, `reasoning-delta`s, `reasoning-end`), `text-start`, one `text-delta`
+per upstream delta, `text-end`, `finish`, then `data: [DONE]`. A failure after
 the start is one `error` chunk; a stop (DELETE) one `abort` chunk. Keep-alive pings stay
 SSE comments (app/response.py): a `data:` ping would fail the client's schema check.
 """
@@ -12,6 +13,9 @@ from app.sse import compact_json
 from app.translate import Answer, Dialect
 
 TEXT_ID = "text-0"  # one text part per answer
+REASONING_ID = "reasoning-0"  # and one reasoning part, first (thinking on request)
+_PARTS = {"text": "text", "thinking": "reasoning"}
+_IDS = {"text": TEXT_ID, "thinking": REASONING_ID}
 _DELTA = b'data: {"type":"text-delta","id":"text-0","delta":'
 END = b"data: [DONE]\n\n"
 # Upstream stop reasons, as the AI SDK's finish reasons.
@@ -35,8 +39,19 @@ def start(answer: Answer) -> bytes:
     return chunk({"type": "start", "messageId": message.get("id"), "messageMetadata": metadata})
 
 
-def first(answer: Answer) -> bytes:
-    return start(answer) + chunk({"type": "text-start", "id": TEXT_ID})
+def opening(part: str, previous: str | None) -> bytes:
+    """A part begins (`text`, or `thinking`: a reasoning part), ending the one before."""
+    return (_end(previous) if previous else b"") + chunk(
+        {"type": f"{_PARTS[part]}-start", "id": _IDS[part]}
+    )
+
+
+def _end(part: str) -> bytes:
+    return chunk({"type": f"{_PARTS[part]}-end", "id": _IDS[part]})
+
+
+def thought(text: str) -> bytes:
+    return chunk({"type": "reasoning-delta", "id": REASONING_ID, "delta": text})
 
 
 def delta(text: str) -> bytes:
@@ -60,8 +75,7 @@ def done(answer: Answer) -> bytes:
         "finishReason": FINISH_REASONS.get(stop_reason, "other"),
         "messageMetadata": metadata,
     }
-    text_end = chunk({"type": "text-end", "id": TEXT_ID}) if answer.deltas else b""
-    return text_end + chunk(finish) + END
+    return (_end(answer.part) if answer.part else b"") + chunk(finish) + END
 
 
 def failed(error_type: str, message: str) -> bytes:
@@ -70,4 +84,12 @@ def failed(error_type: str, message: str) -> bytes:
     return chunk({"type": "error", "errorText": message}) + END
 
 
-UI = Dialect(first=first, delta=delta, start=start, done=done, failed=failed, headers=HEADERS)
+UI = Dialect(
+    start=start,
+    opening=opening,
+    delta=delta,
+    thought=thought,
+    done=done,
+    failed=failed,
+    headers=HEADERS,
+)

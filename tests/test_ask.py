@@ -44,3 +44,15 @@ def test_a_usechat_turn_gets_its_last_block_marked():
     body["messages"][0]["parts"].append({"type": "text", "text": "and more"})
     content = params(body)["messages"][0]["content"]
     assert "cache_control" not in content[0] and content[1]["cache_control"] == MARK
+
+
+def test_thinking_is_asked_for_the_way_the_model_needs():
+    current = params({"message": "hi", "thinking": True, "model": "claude-sonnet-5-5"})
+    assert current["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert current["max_tokens"] == 1024  # unchanged: the model manages its own thinking
+    older = params({"message": "hi", "thinking": True, "model": "claude-sonnet-4-5-20250929"})
+    assert older["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert older["max_tokens"] == 1024 + 4096  # the answer keeps what it asked for
+    assert "thinking" not in params({"message": "hi"})
+    ui = params({**ui_body("chatAbcdefgh01234"), "thinking": True})
+    assert ui["thinking"]["type"] == "adaptive"

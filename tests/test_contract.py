@@ -419,3 +419,56 @@ def test_a_message_start_that_is_not_an_object_is_a_clean_502(make_relay, upstre
     assert "content-security-policy" in reply.headers
     conn = server_loop.call(lambda: upstream.requests[0].conn)
     assert server_loop.wait_for(lambda: conn.closed is not None, 1), "the upstream was left open"
+
+
+def test_thinking_on_request(make_relay, upstream):
+    relay = make_relay()
+    thinking = [
+        (
+            "event",
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "thinking", "thinking": ""},
+            },
+        ),
+        (
+            "event",
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "thinking_delta", "thinking": "Let me see."},
+            },
+        ),
+        (
+            "event",
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "signature_delta", "signature": "SIG-xyz"},
+            },
+        ),
+        ("event", "content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "event",
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 1,
+                "content_block": {"type": "redacted_thinking", "data": "REDACTED-abc"},
+            },
+        ),
+        ("event", "content_block_stop", {"type": "content_block_stop", "index": 1}),
+    ]
+    upstream.push([message_start(), *thinking, *text_block(2, ["Blue."]), *message_end()])
+    reply = post_chat(relay, {"message": "Why?", "thinking": True})
+    assert reply.events == ["start", "thinking", "delta", "done"]
+    assert reply.frames[1][1] == {"text": "Let me see."}
+    assert "SIG-xyz" not in reply.text and "REDACTED-abc" not in reply.text
+    assert upstream.requests[0].body["thinking"] == {"type": "adaptive", "display": "summarized"}
+    upstream.push(answer("Plain."))
+    post_chat(relay, {"message": "No thinking"})
+    assert "thinking" not in upstream.requests[1].body

@@ -106,3 +106,14 @@ def test_the_demo_reports_cache_reads_on_later_turns(make_relay):
     off = demo_relay(make_relay, demo_token_delay=0, prompt_caching="off")
     plain = post_chat(off, {"messages": turns}).frames[-1][1]["usage"]
     assert plain["input_tokens"] == 6 and "cache_read_input_tokens" not in plain
+
+
+def test_the_demo_thinks_when_asked(make_relay):
+    relay = demo_relay(make_relay, demo_token_delay=0)
+    reply = post_chat(relay, {"message": "Why is the sky blue?", "thinking": True})
+    events = reply.events
+    assert events[0] == "start" and events[1] == "thinking" and events[-1] == "done"
+    assert events.index("delta") > max(i for i, e in enumerate(events) if e == "thinking")
+    thought = "".join(data["text"] for name, data in reply.frames if name == "thinking")
+    assert "Why is the sky blue?" in thought and "signature" not in reply.text
+    assert "thinking" not in post_chat(relay, {"message": "No thinking"}).events

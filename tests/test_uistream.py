@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from app.frames import RELAY
 from app.translate import Answer, message_started, translate
 from app.uistream import UI
 
@@ -60,3 +61,47 @@ def test_deltas_arrive_as_sent_even_a_lone_surrogate():
 def test_an_answer_with_no_text_opens_no_text_part():
     sent = answered("end_turn", [])
     assert [c if c == b"[DONE]" else c["type"] for c in sent] == ["start", "finish", b"[DONE]"]
+
+
+def thought_then_answered(dialect) -> bytes:
+    answer = Answer("live", dialect)
+    message_started(answer, b'{"message": {"id": "msg_1", "model": "m", "usage": {}}}')
+    out = b""
+    for delta in (
+        {"type": "thinking_delta", "thinking": "Hmm, "},
+        {"type": "thinking_delta", "thinking": "yes."},
+        {"type": "signature_delta", "signature": "SECRET-SIGNATURE"},
+        {"type": "text_delta", "text": "Answer."},
+    ):
+        out += (
+            translate(answer, b"content_block_delta", json.dumps({"delta": delta}).encode()) or b""
+        )
+    return out + translate(answer, b"message_stop", b"{}")  # type: ignore[operator]
+
+
+def test_thinking_streams_as_a_reasoning_part_before_the_text():
+    sent = chunks(thought_then_answered(UI))
+    kinds = [c if c == b"[DONE]" else c["type"] for c in sent]
+    assert kinds == [
+        "start",
+        "reasoning-start",
+        "reasoning-delta",
+        "reasoning-delta",
+        "reasoning-end",
+        "text-start",
+        "text-delta",
+        "text-end",
+        "finish",
+        b"[DONE]",
+    ]
+    assert [c["delta"] for c in sent if c != b"[DONE]" and c["type"] == "reasoning-delta"] == [
+        "Hmm, ",
+        "yes.",
+    ]
+
+
+def test_thinking_frames_in_the_relays_own_dialect():
+    raw = thought_then_answered(RELAY)
+    events = [line[7:] for line in raw.split(b"\n") if line.startswith(b"event: ")]
+    assert events == [b"start", b"thinking", b"thinking", b"delta", b"done"]
+    assert b'{"text":"Hmm, "}' in raw and b"SECRET-SIGNATURE" not in raw

@@ -187,3 +187,11 @@ def test_resume_and_stop_need_what_post_needs(make_relay):
         httpx2.get(url, headers={"authorization": "Bearer s3cret", **cross_site}).status_code == 403
     )
     assert httpx2.get(url, headers={"authorization": "Bearer s3cret"}).status_code == 204
+
+
+def test_thinking_becomes_a_reasoning_part(make_relay):
+    relay = make_relay(anthropic_api_key=None, anthropic_base_url=None, demo_token_delay=0)
+    message = usechat(relay.url, "think", CHAT, "Why is the sky blue?")
+    assert "Why is the sky blue?" in message["reasoning"]
+    assert "Demo mode" in message["text"] and "signature" not in message["reasoning"]
+    assert usechat(relay.url, "send", CHAT)["reasoning"] == ""

@@ -3,20 +3,32 @@
 //   send    send a user message; the message readUIMessageStream builds from the answer
 //   drop    send a resumable one and abort after <chunks> chunks: the chunks read
 //   leave   the same, not resumable (what useChat's stop() does)
+//   think   send one with `thinking: true`: the message, its reasoning too
 //   resume  reconnectToStream: the message rebuilt from the replay, or {"none": true} (204)
 import { DefaultChatTransport, readUIMessageStream } from "ai";
 
 const [url, action, chatId, text = "Hello", chunks = "3"] = process.argv.slice(2);
 const transport = new DefaultChatTransport({
   api: `${url}/api/chat`,
-  body: action === "drop" || action === "resume" ? { resumable: true } : {},
+  body:
+    action === "drop" || action === "resume"
+      ? { resumable: true }
+      : action === "think"
+        ? { thinking: true }
+        : {},
 });
 
 async function built(stream) {
   let last = null;
   for await (const message of readUIMessageStream({ stream })) last = message;
-  const textOf = (m) => m.parts.filter((p) => p.type === "text").map((p) => p.text).join("");
-  return { text: last && textOf(last), metadata: last && last.metadata, id: last && last.id };
+  const of = (m, type) => m.parts.filter((p) => p.type === type).map((p) => p.text).join("");
+  if (!last) return { text: null };
+  return {
+    text: of(last, "text"),
+    reasoning: of(last, "reasoning"),
+    metadata: last.metadata,
+    id: last.id,
+  };
 }
 
 const messages = [{ id: "u1", role: "user", parts: [{ type: "text", text }] }];
@@ -33,7 +45,7 @@ if (action === "resume") {
     messages,
     abortSignal: abort.signal,
   });
-  if (action === "send") {
+  if (action === "send" || action === "think") {
     out = await built(stream);
   } else {
     const reader = stream.getReader();
