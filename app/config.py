@@ -6,6 +6,20 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+# Model names (prefixes) from before adaptive thinking: they think within a token budget.
+BUDGET_MODELS = [
+    "claude-3-",
+    "claude-sonnet-4-0",
+    "claude-sonnet-4-2",
+    "claude-sonnet-4-5",
+    "claude-opus-4-0",
+    "claude-opus-4-1",
+    "claude-opus-4-2",
+    "claude-opus-4-5",
+    "claude-haiku-4-5",
+]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
@@ -64,17 +78,7 @@ class Settings(BaseSettings):
     # Thinking on request (`"thinking": true`): adaptive thinking with a summarized display,
     # except on models whose names start with one of THINKING_BUDGET_MODELS (the ones from
     # before adaptive thinking), which get THINKING_BUDGET_TOKENS on top of max_tokens.
-    thinking_budget_models: Annotated[list[str], NoDecode] = [
-        "claude-3-",
-        "claude-sonnet-4-0",
-        "claude-sonnet-4-2",
-        "claude-sonnet-4-5",
-        "claude-opus-4-0",
-        "claude-opus-4-1",
-        "claude-opus-4-2",
-        "claude-opus-4-5",
-        "claude-haiku-4-5",
-    ]
+    thinking_budget_models: Annotated[list[str], NoDecode] = BUDGET_MODELS
     thinking_budget_tokens: int = Field(4096, ge=1024)
 
     # Prompt caching: `auto` marks each request's system prompt and last turn for caching, so
@@ -99,6 +103,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
+
+    @field_validator("thinking_budget_models", mode="before")
+    @classmethod
+    def _default_budget_models(cls, value: object) -> object:
+        # Left empty (as in .env.example): the list above, not "no model needs a budget".
+        return BUDGET_MODELS if isinstance(value, str) and not value.strip() else value
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -3,6 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
+from app.config import BUDGET_MODELS
 from tests.support import relay_settings
 
 
@@ -16,3 +17,8 @@ def test_allowed_models_must_include_the_default():
 def test_lists_are_comma_separated():
     settings = relay_settings(cors_origins=" https://a.example , https://b.example ,")
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
+
+
+def test_thinking_budget_models_default_when_left_empty():
+    assert relay_settings(thinking_budget_models="").thinking_budget_models == BUDGET_MODELS
+    assert relay_settings(thinking_budget_models="a-, b").thinking_budget_models == ["a-", "b"]
