@@ -2,6 +2,13 @@
 import { renderMarkdown } from "./markdown.js";
 import { chosenModel, setUpModels } from "./models.js";
 import { readEvents } from "./sse.js";
+import {
+  addThought,
+  renderThinking,
+  setUpThinkToggle,
+  thinkingDone,
+  thinkingSection,
+} from "./thinking.js";
 
 const STORE = "chat-relay:conversation";
 const TOKEN = "chat-relay:token"; // sessionStorage: this tab only
@@ -16,6 +23,7 @@ const ui = {
   stop: $("stop"),
   newChat: $("new-chat"),
   demo: $("demo-notice"),
+  think: $("think"),
   tokenDialog: $("token-dialog"),
   token: $("token"),
 };
@@ -68,7 +76,7 @@ function mount(turn) {
   if (turn.role === "assistant") body.setAttribute("aria-live", "polite");
   const meta = document.createElement("div");
   meta.className = "meta";
-  li.append(who, body, meta);
+  li.append(who, thinkingSection(), body, meta);
   ui.list.append(li);
   views.set(turn, li);
   ui.empty.hidden = true;
@@ -79,11 +87,12 @@ function render(turn) {
   const li = views.get(turn);
   if (!li) return;
   const stickToBottom = isNearBottom();
-  const [, body, meta] = li.children;
+  const [, thinking, body, meta] = li.children;
   li.dataset.status = turn.status || "done";
   if (turn.role === "user") {
     body.textContent = turn.text;
   } else {
+    renderThinking(thinking, turn);
     body.innerHTML = renderMarkdown(turn.text);
     for (const pre of body.querySelectorAll("pre")) addCopyButton(pre);
     // Screen readers hear the answer once it is complete, not every fragment.
@@ -106,7 +115,12 @@ function metaFor(turn) {
     return [span("error", turn.error), retry];
   }
   const u = turn.usage;
-  return u ? [span("usage", `${u.input_tokens ?? 0} tokens in · ${u.output_tokens ?? 0} out`)] : [];
+  if (!u) return [];
+  // Input is fresh, read from the prompt cache, or written to it: all of it was sent.
+  const cached = u.cache_read_input_tokens ?? 0;
+  const input = (u.input_tokens ?? 0) + cached + (u.cache_creation_input_tokens ?? 0);
+  const note = cached ? ` (${cached} cached)` : "";
+  return [span("usage", `${input} tokens in${note} · ${u.output_tokens ?? 0} out`)];
 }
 
 function span(className, text) {
@@ -248,6 +262,7 @@ async function ask() {
   const body = JSON.stringify({
     messages,
     model: chosenModel(),
+    thinking: ui.think.checked || undefined,
     resumable: canResume || undefined,
   });
   await relay(answer, (signal, headers) =>
@@ -320,7 +335,11 @@ async function readAnswer(answer, response) {
   for await (const { event, data, id } of readEvents(response.body)) {
     const payload = JSON.parse(data);
     if (event === "delta") {
+      thinkingDone(answer);
       answer.text += payload.text;
+      scheduleRender(answer);
+    } else if (event === "thinking") {
+      addThought(answer, payload.text);
       scheduleRender(answer);
     } else if (event === "start") {
       if (payload.mode === "demo") ui.demo.hidden = false;
@@ -431,5 +450,6 @@ fetch("/api/config")
 // Whatever the answer shows when the page goes, with the id of its last frame.
 window.addEventListener("pagehide", save);
 
+setUpThinkToggle(ui.think);
 renderAll();
 ui.prompt.focus();

@@ -13,6 +13,7 @@ from tests.fake_upstream import (
     error_event,
     http_error,
     last_text,
+    message_end,
     message_start,
     plain,
     text_block,
@@ -378,3 +379,51 @@ def test_the_model_picker(chat, upstream):
     single.wait_done()
     assert single.page.locator("#model").is_hidden()
     assert upstream.requests[-1].body["model"] == single.relay.settings.default_model
+
+
+def test_thinking_shows_live_then_folds_away(chat, upstream):
+    thought = [
+        (
+            "event",
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "thinking", "thinking": ""},
+            },
+        ),
+        *[
+            (
+                "event",
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "thinking_delta", "thinking": w},
+                },
+            )
+            for w in ("Let ", "me ", "think.")
+        ],
+        ("event", "content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("sleep", 0.6),
+    ]
+    upstream.push([message_start(), *thought, *text_block(1, ["The ", "answer."]), *message_end()])
+    page = chat()
+    page.page.check("#think")
+    page.send("Think first")
+    section = page.page.locator(".message.assistant .thinking")
+    section.locator(".thought", has_text="Let me think.").wait_for()
+    assert section.evaluate("d => d.open"), "open while it thinks"
+    page.wait_done()
+    assert not section.evaluate("d => d.open"), "folded once the answer starts"
+    assert re.fullmatch(r"Thought for \d+\.\d s", section.locator("summary").inner_text())
+    assert page.answer().inner_text().strip() == "The answer."
+    assert upstream.requests[0].body["thinking"]["type"] == "adaptive"
+    # The toggle is kept for next time; without it, no thinking is asked for.
+    page.page.reload()
+    assert page.page.is_checked("#think")
+    page.page.uncheck("#think")
+    upstream.push(answer("Plain."))
+    page.send("No thinking")
+    page.wait_done(2)
+    assert "thinking" not in upstream.requests[-1].body
