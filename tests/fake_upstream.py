@@ -88,6 +88,22 @@ def text_block(index: int, texts: Iterable[str]) -> list[Step]:
     return steps
 
 
+def thinking_block(index: int, thoughts: Iterable[str], signature: str = "SIG-fake") -> list[Step]:
+    """A thinking block as the API streams one: its thinking deltas, then its signature."""
+
+    def delta(payload: dict[str, Any]) -> Step:
+        event = {"type": "content_block_delta", "index": index, "delta": payload}
+        return ("event", "content_block_delta", event)
+
+    start = {"type": "content_block_start", "index": index, "content_block": {"type": "thinking"}}
+    return [
+        ("event", "content_block_start", start),
+        *(delta({"type": "thinking_delta", "thinking": t}) for t in thoughts),
+        delta({"type": "signature_delta", "signature": signature}),
+        ("event", "content_block_stop", {"type": "content_block_stop", "index": index}),
+    ]
+
+
 def message_end(stop_reason: str = "end_turn", output_tokens: int = 87, **usage: Any) -> list[Step]:
     return [
         (

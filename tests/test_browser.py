@@ -17,6 +17,7 @@ from tests.fake_upstream import (
     message_start,
     plain,
     text_block,
+    thinking_block,
 )
 from tests.support import CuttableProxy
 
@@ -382,31 +383,7 @@ def test_the_model_picker(chat, upstream):
 
 
 def test_thinking_shows_live_then_folds_away(chat, upstream):
-    thought = [
-        (
-            "event",
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "thinking", "thinking": ""},
-            },
-        ),
-        *[
-            (
-                "event",
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "thinking_delta", "thinking": w},
-                },
-            )
-            for w in ("Let ", "me ", "think.")
-        ],
-        ("event", "content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("sleep", 0.6),
-    ]
+    thought = [*thinking_block(0, ["Let ", "me ", "think."]), ("sleep", 0.6)]
     upstream.push([message_start(), *thought, *text_block(1, ["The ", "answer."]), *message_end()])
     page = chat()
     page.page.check("#think")

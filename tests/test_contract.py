@@ -10,6 +10,7 @@ from tests.fake_upstream import (
     message_start,
     plain,
     text_block,
+    thinking_block,
 )
 from tests.support import API_KEY, post_chat
 
@@ -423,44 +424,11 @@ def test_a_message_start_that_is_not_an_object_is_a_clean_502(make_relay, upstre
 
 def test_thinking_on_request(make_relay, upstream):
     relay = make_relay()
+    redacted = {"type": "redacted_thinking", "data": "REDACTED-abc"}
+    redacted_start = {"type": "content_block_start", "index": 1, "content_block": redacted}
     thinking = [
-        (
-            "event",
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "thinking", "thinking": ""},
-            },
-        ),
-        (
-            "event",
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "thinking_delta", "thinking": "Let me see."},
-            },
-        ),
-        (
-            "event",
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "signature_delta", "signature": "SIG-xyz"},
-            },
-        ),
-        ("event", "content_block_stop", {"type": "content_block_stop", "index": 0}),
-        (
-            "event",
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 1,
-                "content_block": {"type": "redacted_thinking", "data": "REDACTED-abc"},
-            },
-        ),
+        *thinking_block(0, ["Let me see."], signature="SIG-xyz"),
+        ("event", "content_block_start", redacted_start),
         ("event", "content_block_stop", {"type": "content_block_stop", "index": 1}),
     ]
     upstream.push([message_start(), *thinking, *text_block(2, ["Blue."]), *message_end()])
