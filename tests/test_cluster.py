@@ -210,7 +210,7 @@ def test_a_resume_after_redis_restarted_empty_serves_no_gap(make_replica, upstre
 
 def test_the_heartbeat_sets_owner_keys_again_after_redis_lost_them(tmp_path):
     redis = RedisServer(tmp_path).start()
-    stream = SimpleNamespace(outcome=None, remote_token=None)
+    stream = SimpleNamespace(outcome=None, remote_token=None, chat_id=None)
 
     async def run() -> tuple[bool, int]:
         lost = []
