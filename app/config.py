@@ -5,7 +5,6 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
 # Model names (prefixes) from before adaptive thinking: they think within a token budget.
 BUDGET_MODELS = [
     "claude-3-",
