@@ -69,7 +69,7 @@ class Stream:
 
     def __post_init__(self) -> None:
         self.model = self.params["model"]
-        self.answer = Answer(self.mode, self.dialect)
+        self.answer = Answer(self.mode, self.dialect, "thinking" in self.params)
         if self.resume_window > 0:
             self.answer.stream_id = secrets.token_urlsafe(24)
             self.outbox = Journal()

@@ -35,6 +35,7 @@ class Answer:
 
     mode: str
     dialect: Dialect
+    thinking: bool = False  # asked for: else thinking an upstream sends is not shown
     stream_id: str | None = None  # resumable streams: the handle, in `start`
     message: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
@@ -69,7 +70,7 @@ def translate(answer: Answer, name: bytes, data: bytes) -> bytes | None:
             if kind == "text_delta":
                 part, frame = "text", dialect.delta(delta["text"])
                 answer.deltas += 1
-            elif kind == "thinking_delta":
+            elif kind == "thinking_delta" and answer.thinking:
                 part, frame = "thinking", dialect.thought(delta["thinking"])
                 answer.thoughts += 1
             else:

@@ -64,7 +64,7 @@ def test_an_answer_with_no_text_opens_no_text_part():
 
 
 def thought_then_answered(dialect) -> bytes:
-    answer = Answer("live", dialect)
+    answer = Answer("live", dialect, thinking=True)
     message_started(answer, b'{"message": {"id": "msg_1", "model": "m", "usage": {}}}')
     out = b""
     for delta in (
@@ -105,3 +105,10 @@ def test_thinking_frames_in_the_relays_own_dialect():
     events = [line[7:] for line in raw.split(b"\n") if line.startswith(b"event: ")]
     assert events == [b"start", b"thinking", b"thinking", b"delta", b"done"]
     assert b'{"text":"Hmm, "}' in raw and b"SECRET-SIGNATURE" not in raw
+
+
+def test_thinking_nobody_asked_for_is_not_shown():
+    answer = Answer("live", RELAY)  # thinking not asked for
+    message_started(answer, b'{"message": {"id": "msg_1", "model": "m", "usage": {}}}')
+    delta = {"delta": {"type": "thinking_delta", "thinking": "unasked"}}
+    assert translate(answer, b"content_block_delta", json.dumps(delta).encode()) is None
