@@ -98,14 +98,18 @@ def encode_frame(event: bytes, payload: object) -> bytes:
     return b"event: " + event + b"\ndata: " + compact_json(payload) + b"\n\n"
 
 
-def delta_frame(text: str) -> bytes:
-    # The hot path: one C-level string escape, no dict, no generic dumps.
+def quote(text: str) -> bytes:
+    """`text` as a JSON string, for the hot path of either dialect: one C-level string
+    escape, no dict, no generic dumps."""
     try:
-        quoted = encode_basestring(text).encode()
+        return encode_basestring(text).encode()
     except UnicodeEncodeError:
         # A lone surrogate cannot be UTF-8; the \uXXXX escape carries it intact.
-        quoted = encode_basestring_ascii(text).encode()
-    return b'event: delta\ndata: {"text":' + quoted + b"}\n\n"
+        return encode_basestring_ascii(text).encode()
+
+
+def delta_frame(text: str) -> bytes:
+    return b'event: delta\ndata: {"text":' + quote(text) + b"}\n\n"
 
 
 def error_frame(error_type: str, message: str) -> bytes:

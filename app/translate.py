@@ -41,7 +41,6 @@ class Answer:
     usage: dict[str, Any] = field(default_factory=dict)
     stop: dict[str, Any] = field(default_factory=dict)
     deltas: int = 0  # text deltas
-    thoughts: int = 0  # thinking deltas
     part: str | None = None  # what the last delta was: None until one was shown
     done: bool = False
 
@@ -72,7 +71,6 @@ def translate(answer: Answer, name: bytes, data: bytes) -> bytes | None:
                 answer.deltas += 1
             elif kind == "thinking_delta" and answer.thinking:
                 part, frame = "thinking", dialect.thought(delta["thinking"])
-                answer.thoughts += 1
             else:
                 return None  # signatures, tool input, and whatever the API adds later
             if part == answer.part:
