@@ -1,6 +1,7 @@
 """The HTTP routes. Thin: admit, read, validate, open the upstream, hand over to the relay."""
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
@@ -137,14 +138,7 @@ async def resume(request: Request, stream_id: str) -> Response:
     if not (last.isascii() and last.isdigit() and len(last) <= 9):
         raise ApiError(400, "invalid_request_error", "Last-Event-ID: a frame id, or none.")
     runtime = check_caller(request)
-    reading = await runtime.read(stream_id, int(last), client_key(request))
-    if reading is None:
-        return Response(status_code=204)
-    telemetry.RESUMED.inc()
-    settings = runtime.settings
-    return ChatResponse(
-        *reading, ping_interval=settings.ping_interval, send_timeout=settings.send_timeout
-    )
+    return replay(runtime, await runtime.read(stream_id, int(last), client_key(request)))
 
 
 @router.delete("/api/chat/{stream_id}", status_code=204, response_class=Response)
@@ -163,16 +157,7 @@ async def resume_chat(request: Request, chat_id: str) -> Response:
     reading = None
     if stream_id is not None:
         reading = await runtime.read(stream_id, 0, client_key(request), UI, running=True)
-    if reading is None:
-        return Response(status_code=204)
-    telemetry.RESUMED.inc()
-    settings = runtime.settings
-    return ChatResponse(
-        *reading,
-        ping_interval=settings.ping_interval,
-        send_timeout=settings.send_timeout,
-        headers=UI.headers,
-    )
+    return replay(runtime, reading, UI.headers)
 
 
 @router.delete("/api/chat/{chat_id}/stream", status_code=204, response_class=Response)
@@ -183,3 +168,22 @@ async def stop_chat(request: Request, chat_id: str) -> Response:
     if stream_id is not None:
         await runtime.stop(stream_id, missing_ok=True)
     return Response(status_code=204)
+
+
+def replay(
+    runtime: Runtime,
+    reading: tuple[AsyncIterator[bytes], Callable[[str], None]] | None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A resumed stream's response; 204 when there is nothing to read (an `EventSource`,
+    and the AI SDK, then stop asking)."""
+    if reading is None:
+        return Response(status_code=204)
+    telemetry.RESUMED.inc()
+    settings = runtime.settings
+    return ChatResponse(
+        *reading,
+        ping_interval=settings.ping_interval,
+        send_timeout=settings.send_timeout,
+        headers=headers,
+    )
