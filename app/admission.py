@@ -99,18 +99,14 @@ class StreamSlots:
 
     def acquire(self, client: str) -> None:
         if self.active >= self.total:
-            raise ApiError(
+            raise busy(
                 503,
                 "overloaded_error",
                 "This relay is serving as many streams as it can; try again shortly.",
-                {"Retry-After": RETRY_AFTER_SECONDS},
             )
         if self.by_client.get(client, 0) >= self.per_client:
-            raise ApiError(
-                429,
-                "rate_limit_error",
-                f"At most {self.per_client} streams at once per client.",
-                {"Retry-After": RETRY_AFTER_SECONDS},
+            raise busy(
+                429, "rate_limit_error", f"At most {self.per_client} streams at once per client."
             )
         self.active += 1
         self.by_client[client] = self.by_client.get(client, 0) + 1
@@ -136,21 +132,19 @@ class ReaderSlots:
 
     def acquire(self, client: str) -> None:
         if self.by_client.get(client, 0) >= self.per_client:
-            raise ApiError(
+            raise busy(
                 429,
                 "rate_limit_error",
                 f"At most {self.per_client} resumed streams at once per client.",
-                {"Retry-After": RETRY_AFTER_SECONDS},
             )
         self.by_client[client] = self.by_client.get(client, 0) + 1
 
     def acquire_remote(self) -> None:
         if self.remote_active >= self.remote:
-            raise ApiError(
+            raise busy(
                 503,
                 "overloaded_error",
                 "This relay is serving as many resumed streams as it can; try again shortly.",
-                {"Retry-After": RETRY_AFTER_SECONDS},
             )
         self.remote_active += 1
 
@@ -161,3 +155,8 @@ class ReaderSlots:
             self.by_client[client] = left
         else:
             del self.by_client[client]
+
+
+def busy(status: int, error_type: str, message: str) -> ApiError:
+    """A refusal for now (a limit is reached): come back in a little while."""
+    return ApiError(status, error_type, message, {"Retry-After": RETRY_AFTER_SECONDS})

@@ -15,8 +15,8 @@ import logging
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from app.admission import busy
 from app.breaker import Breaker, Unavailable
-from app.errors import RETRY_AFTER_SECONDS, ApiError
 from app.keys import PREFIX
 
 log = logging.getLogger("chat_relay")
@@ -79,12 +79,7 @@ class Leases:
         except Unavailable:
             return None
         if not taken:
-            raise ApiError(
-                429,
-                "rate_limit_error",
-                f"At most {limit} streams at once per client.",
-                {"Retry-After": RETRY_AFTER_SECONDS},
-            )
+            raise busy(429, "rate_limit_error", f"At most {limit} streams at once per client.")
         self.held.setdefault(client, set()).add(member)
         return member
 
