@@ -436,6 +436,7 @@ async def _drop_and_resume_many(
         lines: list[str] = []
         body = {"message": f"r{i}", "resumable": True}
         async with client.stream("POST", f"{there}/api/chat", json=body) as reply:
+            assert reply.status_code == 200, (i, reply.status_code, await reply.aread())
             async for line in reply.aiter_lines():
                 lines.append(line)
                 if not line and sum(f[1] == "delta" for f in frames_with_ids(lines)) >= drop_after:

@@ -157,6 +157,7 @@ def test_two_hundred_streams_resumed_half_on_the_other_replica(
     make_replica, redis_server, upstream
 ):
     env = {"REDIS_URL": redis_server.url, "MAX_STREAMS_PER_CLIENT": "1000"}
+    env["MAX_READING_REQUESTS"] = "1000"  # 200 arrivals a second, on a loaded machine
     replicas = [make_replica(**env)[1], make_replica(**env)[1]]
     waits = two_hundred_resumed(replicas, upstream, seed=20)
     print(f"\nresume to first replayed frame, 200 streams, two replicas: {waits}")
