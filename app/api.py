@@ -98,8 +98,15 @@ async def _chat(request: Request) -> Response:
         raise shutting_down()
     check_origin(request, settings)
     check_token(request, settings)
-    ask = upstream_params(await read_body(request, runtime), settings)
-    stream = runtime.start(ask, client_key(request), log_content=settings.log_content)
+    body = await read_body(request, runtime)
+    held = len(body)
+    try:
+        ask = upstream_params(body, settings)
+    except BaseException:
+        runtime.let_go(held)
+        raise
+    del body  # the stream holds the conversation (and `held`) until its first delta
+    stream = runtime.start(ask, client_key(request), held, log_content=settings.log_content)
     try:
         # The status is decided once the upstream's `message_start` arrives, so every
         # failure before it is plain HTTP; a caller that leaves meanwhile ends the stream.

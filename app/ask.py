@@ -50,6 +50,9 @@ class Ask:
     resumable: bool = False
     dialect: str = "relay"  # or "ui": the AI SDK's UI message stream (app/uimessages.py)
     chat_id: str | None = None  # a useChat body's chat id
+    # Images and PDFs in the conversation, and their decoded bytes (for the log line).
+    attachments: int = 0
+    attachment_bytes: int = 0
 
 
 def base_params(

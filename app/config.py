@@ -30,14 +30,24 @@ class Settings(BaseSettings):
     default_max_tokens: int = Field(1024, ge=1)
     max_tokens_limit: int = Field(8192, ge=1)
 
-    # Request and stream limits.
-    max_body_bytes: int = Field(1024 * 1024, ge=1)
+    # Request and stream limits. A body may be as large as the API's own request limit
+    # (32 MB: images and PDFs travel as base64 in it).
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1)
+    # Bytes of request bodies one process holds at once: bodies being read, and
+    # conversations waiting for their first delta (then they are dropped). Past it, 503 with
+    # Retry-After: memory stays bounded however many large uploads arrive together.
+    max_held_body_bytes: int = Field(128 * 1024 * 1024, ge=1)
+    # Attachments, after the API's limits: an image's base64 text, and images per request.
+    max_image_bytes: int = Field(5 * 1024 * 1024, ge=1)
+    max_images: int = Field(100, ge=0)
     # Turns one conversation may hold: far more than people type, few enough that checking
     # them is cheap.
     max_turns: int = Field(1000, ge=1)
-    # Seconds a request body may take to arrive, and how many may be arriving at once:
-    # a slow upload holds a connection and up to MAX_BODY_BYTES of memory.
+    # Seconds a request body may take to arrive, plus a second per MIN_UPLOAD_RATE bytes
+    # of it (a photo over a slow uplink), and how many may be arriving at once: a slow
+    # upload holds a connection and what it has sent so far.
     request_timeout: float = Field(10.0, gt=0)
+    min_upload_rate: int = Field(128 * 1024, ge=1)
     max_reading_requests: int = Field(64, ge=1)
     ping_interval: float = Field(15.0, gt=0)
     stream_idle_timeout: float = Field(60.0, gt=0)
@@ -127,6 +137,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"DEFAULT_MODEL ({self.default_model!r}) must be one of ALLOWED_MODELS "
                 f"({', '.join(self.allowed_models)})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _a_body_fits_the_budget(self) -> "Settings":
+        if self.max_body_bytes > self.max_held_body_bytes:
+            raise ValueError(
+                f"MAX_BODY_BYTES ({self.max_body_bytes}) must not exceed MAX_HELD_BODY_BYTES "
+                f"({self.max_held_body_bytes}): such a body could never be read"
             )
         return self
 

@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from app.ask import Ask, ModelName, NonEmptyText, Text, base_params
+from app.attachments import Blocks, check_turns
 from app.config import Settings
 from app.errors import ApiError, invalid_request
 from app.uimessages import PARTS_PER_TURN, check_parts, is_ui_body, ui_params
@@ -22,11 +23,15 @@ from app.uimessages import PARTS_PER_TURN, check_parts, is_ui_body, ui_params
 ACCEPTED = "message, messages, system, model, max_tokens, thinking, resumable"
 
 
+# A turn's content: text, or blocks of text, images and PDFs (app/attachments.py).
+Content = NonEmptyText | Blocks
+
+
 class Turn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["user", "assistant"]
-    content: NonEmptyText
+    content: Content
 
 
 class ChatRequest(BaseModel):
@@ -34,7 +39,7 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    message: NonEmptyText | None = None
+    message: Content | None = None
     messages: Annotated[list[Turn], Field(min_length=1)] | None = None
     system: Text | None = None
     model: ModelName | None = None
@@ -75,19 +80,25 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
             "invalid_request_error",
             f"messages: at most {settings.max_turns} turns (got {len(turns)})",
         )
-    if is_ui_body(data):
-        check_parts(turns, settings.max_turns * PARTS_PER_TURN)
+    ui = is_ui_body(data)
+    check_parts(turns, "parts" if ui else "content", settings.max_turns * PARTS_PER_TURN)
+    del data, turns  # attachments make a body large: hold one copy of it at a time
+    if ui:
         return ui_params(body, settings)
     try:
         # JSON mode, for its JSON wording ("array", "object"); a second C parse is cheap.
         request = ChatRequest.model_validate_json(body)
     except ValidationError as exc:
         raise invalid_request(list(exc.errors(include_url=False)), ACCEPTED) from None
-    if request.messages is None:
-        messages = [{"role": "user", "content": request.message}]
-    else:
-        messages = [turn.model_dump() for turn in request.messages]
+    turns = request.messages or [Turn(role="user", content=request.message)]  # type: ignore[arg-type]
+    messages = [turn.model_dump(exclude_none=True) for turn in turns]
+    tally = check_turns(messages, settings)
     params = base_params(
         request.model, request.max_tokens, request.system, messages, settings, request.thinking
     )
-    return Ask(params, request.resumable)
+    return Ask(
+        params,
+        request.resumable,
+        attachments=tally.images + tally.documents,
+        attachment_bytes=tally.nbytes,
+    )

@@ -18,6 +18,7 @@ import anthropic
 from app import telemetry
 from app.admission import ReaderSlots, StreamSlots
 from app.ask import Ask
+from app.attachments import without_data
 from app.cluster import Cluster
 from app.config import Settings
 from app.errors import ApiError, shutting_down
@@ -58,6 +59,7 @@ class Runtime:
         self.tasks: set[asyncio.Task[None]] = set()
         self.draining = False
         self.reading = 0  # request bodies being read now (app/body.py)
+        self.held_bytes = 0  # bytes of request bodies held now, of MAX_HELD_BODY_BYTES
         # Resumed streams being read (remote readers: at most one per pooled connection).
         self.readers = ReaderSlots(settings.max_streams_per_client, settings.max_concurrent_streams)
         # Metric labels come from a fixed set: the models a request may name, or `other`.
@@ -75,8 +77,9 @@ class Runtime:
         else:
             self.mirror = None
 
-    def start(self, ask: Ask, client_key: str, *, log_content: bool) -> Stream:
-        """Start a stream's task; its `ready` says how it opened (a refusal included)."""
+    def start(self, ask: Ask, client_key: str, held: int, *, log_content: bool) -> Stream:
+        """Start a stream's task; its `ready` says how it opened (a refusal included). The
+        stream gives back the `held` bytes of its request body once it has dropped them."""
         settings = self.settings
         stream = Stream(
             self.client,
@@ -89,6 +92,8 @@ class Runtime:
             settings.resume_window if ask.resumable else 0.0,
             UI if ask.dialect == "ui" else RELAY,
             ask.chat_id,
+            partial(self.let_go, held),
+            (ask.attachments, ask.attachment_bytes),
         )
         self._spawn(self._life(stream, log_content))
         return stream
@@ -97,9 +102,10 @@ class Runtime:
         try:
             lease = await self._admit(stream)
         except ApiError as refused:
+            stream.drop_conversation()
             stream.ready.set_result(refused)
             return
-        messages = stream.params["messages"] if log_content else None
+        messages = without_data(stream.params["messages"]) if log_content else None
         label = stream.model if stream.model in self.model_labels else "other"
         if stream.stream_id is not None:
             self.resumable[stream.stream_id] = stream
@@ -119,6 +125,7 @@ class Runtime:
             try:
                 telemetry.stream_ended(stream, messages, label)
             finally:
+                stream.drop_conversation()
                 telemetry.ACTIVE.dec()
                 self.streams.discard(stream)
                 self.slots.release(stream.client_key)
@@ -263,6 +270,10 @@ class Runtime:
                 await self.cluster.leases.release(stream.client_key, lease)
             raise
         return lease
+
+    def let_go(self, size: int) -> None:
+        """A request body's `size` bytes are no longer held (app/body.py)."""
+        self.held_bytes -= size
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -12,7 +12,7 @@ import asyncio
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,9 @@ class Stream:
     resume_window: float = 0.0
     dialect: Dialect = RELAY  # how its frames are encoded (chosen by the request's body)
     chat_id: str | None = None  # a useChat body's chat id: a second key to a resumable one
+    # Gives back what the request body held of MAX_HELD_BODY_BYTES (app/body.py), once.
+    let_go: Callable[[], None] | None = None
+    attachments: tuple[int, int] = (0, 0)  # images and PDFs, their bytes: for the log line
     answer: Answer = field(init=False)
     outbox: Outbox | Journal = field(default_factory=Outbox)
     _expiry: asyncio.TimerHandle | None = None
@@ -98,6 +101,14 @@ class Stream:
         if self.outcome is None and self.ended_by is None:
             self.ended_by = reason
             self.scope.cancel()
+
+    def drop_conversation(self) -> None:
+        """Let go of the conversation (up to MAX_BODY_BYTES, images and PDFs included) and
+        of its share of MAX_HELD_BODY_BYTES: not held for the rest of the answer."""
+        self.params = {}
+        if self.let_go is not None:
+            let_go, self.let_go = self.let_go, None
+            let_go()
 
     def attach(self) -> int:
         """A new reader of a resumable stream: it takes over from the previous one."""
@@ -201,9 +212,7 @@ class Stream:
                     continue
                 if self.first_delta is None and answer.part is not None:
                     self.first_delta = time.monotonic()
-                    # No retry from here on: the conversation (up to MAX_BODY_BYTES) need
-                    # not be held for the rest of the answer.
-                    self.params = {}
+                    self.drop_conversation()  # no retry from here on
                 await outbox.put(frame)
                 if answer.done:
                     self.outcome = "done"

@@ -147,6 +147,9 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
         "cache_write_tokens": cache_write,
         "output_tokens": output_tokens,
         "tokens_partial": partial,
+        # Images and PDFs sent, and their decoded bytes: counts, never content.
+        "attachments": stream.attachments[0],
+        "attachment_bytes": stream.attachments[1],
     }
     if messages is not None:
         line["messages"] = messages

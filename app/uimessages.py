@@ -2,10 +2,12 @@
 
 Its shape: `id` (the chat id), `messages` (UIMessages: `id`, `role`, `parts`), `trigger`,
 `messageId`, and what the app puts in the transport's `body` option: `model`,
-`max_tokens`, `system`, `resumable`. `text` parts become a turn's text blocks; `system`
-messages the system prompt; reasoning, tool, source, data and step parts of earlier turns
-are dropped (the upstream would refuse most of them without their signatures and ids), and
-so is a turn left with no text. The bounds are the relay's own dialect's (app/ask.py).
+`max_tokens`, `system`, `resumable`. `text` parts become a turn's text blocks, a user's
+`file` parts (base64 `data:` URLs of images and PDFs) its image and document blocks, checked
+like the relay's own (app/attachments.py); `system` messages the system prompt; reasoning,
+tool, source, data and step parts of earlier turns, and an assistant's files, are dropped
+(the upstream would refuse most of them without their signatures and ids), and so is a turn
+left with nothing. The bounds are the relay's own dialect's (app/ask.py).
 """
 
 import re
@@ -14,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from app.ask import Ask, ModelName, Text, base_params
+from app.attachments import Tally, check_block, from_data_url
 from app.config import Settings
 from app.errors import ApiError, invalid_request
 
@@ -29,6 +32,7 @@ class UIPart(BaseModel):
 
     type: Annotated[StrictStr, Field(max_length=64)]
     text: Text | None = None
+    url: StrictStr | None = None  # a `file` part's data: URL
 
 
 class UIMessage(BaseModel):
@@ -53,19 +57,18 @@ class UIChatRequest(BaseModel):
     resumable: StrictBool = False
 
 
-# Parts a conversation may hold in all, per turn it may hold (MAX_TURNS): counted on the
-# parsed JSON before validation, so a body of 90,000 one-word parts is refused at once
-# instead of costing 0.8 s of event loop to validate.
+# Parts (or content blocks) a conversation may hold in all, per turn it may hold
+# (MAX_TURNS): counted on the parsed JSON before validation, so a body of 90,000 one-word
+# parts is refused at once instead of costing 0.8 s of event loop to validate.
 PARTS_PER_TURN = 4
 
 
-def check_parts(messages: Any, limit: int) -> None:
+def check_parts(messages: Any, key: str, limit: int) -> None:
+    """At most `limit` items in all in the turns' `key` lists (`parts`, or `content`)."""
     if not isinstance(messages, list):
         return  # validation says what is wrong
     count = sum(
-        len(m["parts"])
-        for m in messages
-        if isinstance(m, dict) and isinstance(m.get("parts"), list)
+        len(m[key]) for m in messages if isinstance(m, dict) and isinstance(m.get(key), list)
     )
     if count > limit:
         raise ApiError(
@@ -93,26 +96,48 @@ def ui_params(body: bytes, settings: Settings) -> Ask:
         )
     system = [request.system] if request.system else []
     turns: list[dict[str, Any]] = []
-    for message in request.messages:
-        if any(part.type == "file" for part in message.parts):
-            raise ApiError(
-                422, "invalid_request_error", "messages: file parts are not supported yet."
-            )
-        texts = [p.text for p in message.parts if p.type == "text" and p.text and p.text.strip()]
+    tally = Tally()
+    for m, message in enumerate(request.messages):
+        blocks = _blocks(m, message, settings, tally)
         if message.role == "system":
-            system += texts
-        elif texts:
-            blocks = [{"type": "text", "text": text} for text in texts]
+            system += [block["text"] for block in blocks if block["type"] == "text"]
+        elif blocks:
             if turns and turns[-1]["role"] == message.role:  # the upstream wants turns
                 turns[-1]["content"] += blocks  # to alternate: one turn of both
             else:
                 turns.append({"role": message.role, "content": blocks})
     if not turns or turns[-1]["role"] != "user":
         raise ApiError(
-            422, "invalid_request_error", "messages: must end with a user message with text"
+            422,
+            "invalid_request_error",
+            "messages: must end with a user message with text or a file",
         )
     joined = "\n\n".join(system) or None
     params = base_params(
         request.model, request.max_tokens, joined, turns, settings, request.thinking
     )
-    return Ask(params, request.resumable, "ui", request.id)
+    return Ask(
+        params,
+        request.resumable,
+        "ui",
+        request.id,
+        tally.images + tally.documents,
+        tally.nbytes,
+    )
+
+
+def _blocks(m: int, message: UIMessage, settings: Settings, tally: Tally) -> list[dict[str, Any]]:
+    """A message's text and (in a user's) file parts as content blocks, in their order; the
+    files checked and counted in `tally`."""
+    blocks: list[dict[str, Any]] = []
+    for p, part in enumerate(message.parts):
+        if part.type == "text" and part.text and part.text.strip():
+            blocks.append({"type": "text", "text": part.text})
+        elif part.type == "file" and message.role == "user":
+            if part.url is None:
+                raise ApiError(422, "invalid_request_error", f"messages.{m}.parts.{p}.url: missing")
+            where = f"messages.{m}.parts.{p}"
+            block = from_data_url(part.url, where)
+            check_block(block, "user", where, settings, tally)
+            blocks.append(block)
+    return blocks

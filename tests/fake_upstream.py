@@ -208,7 +208,7 @@ def plain(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
 class _Protocol(asyncio.Protocol):
     def __init__(self, upstream: FakeUpstream) -> None:
         self.upstream = upstream
-        self.buffer = b""
+        self.buffer = bytearray()
         self.task: asyncio.Task[None] | None = None
         self.can_write = asyncio.Event()
         self.can_write.set()
@@ -219,19 +219,19 @@ class _Protocol(asyncio.Protocol):
         self.upstream.connections.append(self.conn)
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        head, sep, rest = self.buffer.partition(b"\r\n\r\n")
-        if not sep:
+        self.buffer += data  # a bytearray: a 32 MB body arrives in appends, not copies
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
             return
-        lines = head.decode("latin-1").split("\r\n")
+        lines = self.buffer[:end].decode("latin-1").split("\r\n")
         headers = {
             k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])
         }
         length = int(headers.get("content-length", "0"))
-        if len(rest) < length:
+        if len(self.buffer) < end + 4 + length:
             return
-        self.buffer = rest[length:]
-        body = json.loads(rest[:length] or b"{}")
+        body = json.loads(self.buffer[end + 4 : end + 4 + length] or b"{}")
+        del self.buffer[: end + 4 + length]
         request = Request(body, headers, time.monotonic(), self.conn, lines[0])
         self.conn.requests.append(request)
         script = self.upstream.by_message.get(last_text(request.body))

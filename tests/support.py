@@ -3,6 +3,7 @@ upstream and real uvicorn servers running the relay), clients that talk to them 
 sockets on 127.0.0.1, and the tests' own reading of SSE. Fixtures are in conftest.py."""
 
 import asyncio
+import base64
 import json
 import logging
 import random
@@ -302,15 +303,22 @@ async def read_a_flood_late(
 
 
 async def raw_post(
-    url: str, body: bytes, declared: int | None = None
+    url: str, body: bytes, declared: int | None = None, *, chunked: bool = False
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """POST /api/chat on a raw connection: `body`, under a `declared` length (the whole
-    body's by default; more, and the rest never comes). Nothing is read."""
+    body's by default; more, and the rest never comes), or `chunked` with the chunks to
+    come from the caller (and the connection closed after the answer). Nothing is read."""
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    length = len(body) if declared is None else declared
+    framing = (
+        b"transfer-encoding: chunked\r\nconnection: close"
+        if chunked
+        else b"content-length: %d" % length
+    )
     writer.write(
         b"POST /api/chat HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n\r\n%s" % (len(body) if declared is None else declared, body)
+        b"%s\r\n\r\n%s" % (framing, body)
     )
     await writer.drain()
     return reader, writer
@@ -519,3 +527,30 @@ def ui_answer_interrupted(
         result = interrupt(client)
         rest = ui_chunks("\n".join(lines))
     return rest, interrupted, result
+
+
+# How each attachment type's bytes begin (app/attachments.py checks no more than this).
+FILE_STARTS = {
+    "image/png": b"\x89PNG\r\n\x1a\n",
+    "image/jpeg": b"\xff\xd8\xff\xe0",
+    "image/gif": b"GIF89a",
+    "image/webp": b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+    "application/pdf": b"%PDF-1.7\n",
+}
+
+
+def file_data(media_type: str, size: int = 64) -> str:
+    """The base64 of `size` bytes that begin the way a file of `media_type` does."""
+    head = FILE_STARTS[media_type]
+    return base64.b64encode(head + random.randbytes(size - len(head))).decode()
+
+
+def file_block(media_type: str, size: int = 64, data: str | None = None) -> dict[str, Any]:
+    """An image or document content block of the relay's own dialect."""
+    kind = "document" if media_type == "application/pdf" else "image"
+    source = {
+        "type": "base64",
+        "media_type": media_type,
+        "data": file_data(media_type, size) if data is None else data,
+    }
+    return {"type": kind, "source": source}

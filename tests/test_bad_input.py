@@ -52,10 +52,29 @@ BAD_BODIES: dict[str, tuple[bytes, int, str]] = {
         422,
         "unknown field",
     ),
-    "messages-content-blocks": (
-        body(messages=[{"role": "user", "content": [{"type": "text", "text": "q"}]}]),
+    "content-blocks-empty": (body(messages=[{"role": "user", "content": []}]), 422, "at least 1"),
+    "content-block-unknown-type": (
+        body(message=[{"type": "video", "url": "x"}]),
         422,
-        "string",
+        "'text', 'image', 'document'",
+    ),
+    "content-block-empty-text": (body(message=[{"type": "text", "text": " "}]), 422, "empty"),
+    "image-of-unknown-type": (
+        body(
+            message=[
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/bmp", "data": "Qk0="},
+                }
+            ]
+        ),
+        422,
+        "image/png",
+    ),
+    "image-by-url": (
+        body(message=[{"type": "image", "source": {"type": "url", "url": "http://10.0.0.1/"}}]),
+        422,
+        "base64",
     ),
     "messages-item-not-object": (body(messages=["hi"]), 422, "messages.0"),
     "unknown-field-temperature": (body(message="hi", temperature=0.5), 422, "temperature"),

@@ -3,6 +3,7 @@ caller who leaves mid-upload is one log line."""
 
 import asyncio
 import json
+from functools import partial
 
 from tests.support import raw_post
 
@@ -56,3 +57,58 @@ def test_a_caller_leaving_mid_upload_is_one_line(make_relay, server_loop, relay_
     lines = [line for line in relay_log.lines if "client_closed" in line]
     assert len(lines) == 1 and json.loads(lines[0])["status"] == 499
     assert "Traceback" not in relay_log.text
+
+
+async def paced_upload(
+    url: str, body: bytes, pieces: int, seconds: float, *, end: bool = True
+) -> tuple[int, bytes]:
+    """POST `body` chunked, in `pieces` spread over `seconds` (and then its end, or
+    nothing more); the relay's answer."""
+    reader, writer = await raw_post(url, b"", chunked=True)
+    step = -(-len(body) // pieces)
+    for start in range(0, len(body), step):
+        piece = body[start : start + step]
+        writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        await writer.drain()
+        await asyncio.sleep(seconds / pieces)
+    if end:
+        writer.write(b"0\r\n\r\n")
+    try:
+        return await answer_of(reader)
+    finally:
+        writer.close()
+
+
+def test_a_large_upload_gets_a_second_per_min_upload_rate(make_relay, server_loop):
+    """A photo over a slow uplink arrives after REQUEST_TIMEOUT and is still read; a trickle
+    below MIN_UPLOAD_RATE is not. What was read is given back either way."""
+    relay = make_relay(request_timeout=0.3, min_upload_rate=100_000)
+    runtime = relay.state.runtime
+    body = json.dumps({"message": "x" * 120_000}).encode()
+    # 120 KB over 0.8 s: past the 0.3 s, within 0.3 + 1.2 s.
+    status, raw = asyncio.run(paced_upload(relay.url, body, 8, 0.8))
+    assert status == 200 and b"event: done" in raw
+    # 20 KB, then nothing: the deadline passes at 0.3 + 0.2 s.
+    status, raw = asyncio.run(paced_upload(relay.url, body[:20_000], 2, 0.1, end=False))
+    assert status == 408 and b"per 100000 bytes" in raw
+    assert server_loop.call(lambda: runtime.held_bytes) == 0
+
+
+def test_chunked_bodies_count_against_the_held_bytes_as_they_arrive(make_relay, server_loop):
+    relay = make_relay(max_body_bytes=40_000, max_held_body_bytes=50_000)
+    runtime = relay.state.runtime
+
+    async def run() -> list[tuple[int, bytes]]:
+        # The first holds 30 KB and waits for the rest; the second passes 50 KB in all.
+        _, writer = await raw_post(relay.url, b"", chunked=True)
+        writer.write(b"%x\r\n%s\r\n" % (30_000, b" " * 30_000))
+        await writer.drain()
+        held = partial(server_loop.wait_for, lambda: runtime.held_bytes >= 30_000)
+        assert await asyncio.to_thread(held)
+        second = await paced_upload(relay.url, b" " * 30_000, 3, 0.1)
+        writer.close()
+        return [second]
+
+    ((status, raw),) = asyncio.run(run())
+    assert status == 503 and b"holds as many request bodies" in raw
+    assert server_loop.wait_for(lambda: runtime.held_bytes == 0)
