@@ -10,6 +10,7 @@ from uvicorn.logging import AccessFormatter
 
 from app import errors, web
 from app.api import router
+from app.body import return_large_blocks
 from app.client import make_client
 from app.config import Settings
 from app.lifecycle import handle_sigterm
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging(settings.log_level)
+        return_large_blocks()
         runtime = app.state.runtime = Runtime(settings, make_client(settings))
         handle_sigterm(runtime)
         if runtime.cluster is not None:

@@ -3,9 +3,15 @@ caller who leaves mid-upload is one log line."""
 
 import asyncio
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 
-from tests.support import raw_post
+import httpx2
+
+from tests.fake_upstream import answer
+from tests.support import BODY_COPIES, file_block, raw_post
 
 
 async def slow_upload(url: str):
@@ -112,3 +118,49 @@ def test_chunked_bodies_count_against_the_held_bytes_as_they_arrive(make_relay, 
     ((status, raw),) = asyncio.run(run())
     assert status == 503 and b"holds as many request bodies" in raw
     assert server_loop.wait_for(lambda: runtime.held_bytes == 0)
+
+
+def memory_mb(pid: int, field: str) -> float:
+    """`VmRSS` (now) or `VmHWM` (the peak so far) of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(field)
+
+
+def test_a_held_body_costs_at_most_body_copies_of_its_size(make_replica, upstream):
+    """What the Deployment's arithmetic assumes (tests/test_deploy.py): a request body of B
+    bytes costs at most BODY_COPIES x B of memory from its first byte read to its first
+    delta (the bytes, the parsed conversation, the SDK's request body on its way upstream),
+    and nothing after."""
+    process, url = make_replica(MAX_HELD_BODY_BYTES=str(80 * 2**20))
+    size, count = 8 * 2**20, 8
+    pdf = json.dumps({"message": [file_block("application/pdf", size // 4 * 3)]}).encode()
+    upstream.push(*[answer("warm")] * 2)
+    for _ in range(2):  # the allocator warmed up
+        assert httpx2.post(f"{url}/api/chat", content=pdf, timeout=30).status_code == 200
+    base = memory_mb(process.pid, "VmRSS")
+    # Each answer starts after 1 s, then streams for 4 s.
+    upstream.push(*[[("sleep", 1), *answer(*["word "] * 40, delay=0.1)]] * count)
+    started = threading.Barrier(count + 1)
+
+    def chat() -> bool:
+        with httpx2.stream("POST", f"{url}/api/chat", content=pdf, timeout=30) as reply:
+            lines = reply.iter_lines()
+            while not next(lines).startswith("event: delta"):
+                pass
+            started.wait(30)  # every answer past its first delta
+            started.wait(30)  # measured
+            return "event: done" in list(lines)
+
+    with ThreadPoolExecutor(count) as pool:
+        replies = [pool.submit(chat) for _ in range(count)]
+        started.wait(30)
+        streaming = memory_mb(process.pid, "VmRSS")
+        started.wait(30)
+        assert all(reply.result() for reply in replies)
+    copies = (memory_mb(process.pid, "VmHWM") - base) / (count * size / 2**20)
+    print(f"a held body: {copies:.2f} copies at the peak; {streaming - base:+.1f} MB streaming")
+    assert copies <= BODY_COPIES, copies
+    # The conversations were dropped at their first delta: not held while they stream.
+    assert streaming - base < 0.25 * count * size / 2**20

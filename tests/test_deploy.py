@@ -13,7 +13,7 @@ import yaml
 
 from app.config import Settings
 from app.runtime import KEPT_BYTES_PER_SLOT
-from tests.support import free_port
+from tests.support import BODY_COPIES, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -99,6 +99,9 @@ def test_nginx_example():
     for directive in ("proxy_buffering off", "proxy_cache off", "proxy_read_timeout 120s"):
         assert directive in chat
     assert "X-Forwarded-For" in conf
+    # nginx lets through the bodies the relay takes (attachments: up to 32 MiB).
+    nginx_mb = int(re.search(r"client_max_body_size (\d+)m;", conf).group(1))  # type: ignore[union-attr]
+    assert nginx_mb * 2**20 >= int(load("configmap.yaml")["data"]["MAX_BODY_BYTES"])
     # The access log never holds a stream id (the capability to read and stop it).
     assert "access_log /var/log/nginx/access.log relay;" in conf
     log_format = conf[conf.index("log_format relay") : conf.index("access_log")]
@@ -187,12 +190,13 @@ def test_the_memory_limit_covers_the_worst_case():
     (container,) = load("deployment.yaml")["spec"]["template"]["spec"]["containers"]
     limit_mb = int(container["resources"]["limits"]["memory"].removesuffix("Mi")) * 1.048576
     streams = int(config["MAX_CONCURRENT_STREAMS"])
-    body_mb = int(config["MAX_BODY_BYTES"]) / 2**20
-    reading = int(config["MAX_READING_REQUESTS"])
-    # A stream holds its conversation until its first delta, its frames after (if
-    # resumable): per stream the larger of the two. Finished answers kept for resuming
-    # have a budget of their own (app/runtime.py).
+    # Request bodies (images and PDFs in them) are held from their first byte read to their
+    # first delta, within MAX_HELD_BODY_BYTES for the process, at BODY_COPIES each.
+    held_mb = int(config["MAX_HELD_BODY_BYTES"]) / 2**20
+    assert int(config["MAX_BODY_BYTES"]) <= int(config["MAX_HELD_BODY_BYTES"])
+    # After its first delta a stream holds its frames (if resumable). Finished answers kept
+    # for resuming have a budget of their own (app/runtime.py).
     journal_mb = int(config["MAX_TOKENS_LIMIT"]) * JOURNAL_FRAME_MB
-    held_mb = max(2 * body_mb, journal_mb) + KEPT_BYTES_PER_SLOT / 2**20
-    worst = PROCESS_MB + streams * (STREAM_MB + held_mb) + reading * 2 * body_mb
+    kept_mb = streams * KEPT_BYTES_PER_SLOT / 2**20
+    worst = PROCESS_MB + streams * (STREAM_MB + journal_mb) + kept_mb + BODY_COPIES * held_mb
     assert worst <= limit_mb, f"worst case {worst:.0f} MB over the {limit_mb:.0f} MB limit"
