@@ -55,7 +55,7 @@ def demo_answer(request: dict[str, Any]) -> str:
     return (
         "**Demo mode.** No `ANTHROPIC_API_KEY` is set, so this answer comes from "
         "chat-relay's built-in demo upstream, not from Claude.\n\n"
-        f"You asked: “{_question(request)}”\n\n"
+        f"You asked: “{_question(request)}”{_attached(request)}\n\n"
         f"This conversation has {turns} user turn{'s' if turns != 1 else ''} so far. "
         "Everything you see travelled the real path: the official SDK opened a streaming "
         "request, the relay decoded each `content_block_delta` and forwarded it to you as "
@@ -63,6 +63,18 @@ def demo_answer(request: dict[str, Any]) -> str:
         "- Press **Stop** (or Ctrl-C in curl) and the upstream request is cancelled at once.\n"
         "- Set `ANTHROPIC_API_KEY` and restart to talk to Claude for real."
     )
+
+
+def _attached(request: dict[str, Any]) -> str:
+    """What came with the question: the demo cannot see it, but says what arrived."""
+    content = request["messages"][-1]["content"]
+    files = [b["source"] for b in content if isinstance(content, list) and b["type"] != "text"]
+    if not files:
+        return ""
+    sizes = ", ".join(
+        f"{s['media_type']} of {len(s['data']) * 3 // 4 / 1024:,.0f} KB" for s in files[:5]
+    )
+    return f" with {len(files)} attachment{'s' if len(files) != 1 else ''} ({sizes})"
 
 
 def demo_thinking(request: dict[str, Any]) -> str:

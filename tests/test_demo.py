@@ -6,7 +6,7 @@ import time
 import httpx2
 
 from app.config import Settings
-from tests.support import RawClient, post_chat
+from tests.support import RawClient, file_block, post_chat
 
 
 def demo_relay(make_relay, **settings):
@@ -117,3 +117,17 @@ def test_the_demo_thinks_when_asked(make_relay):
     thought = "".join(data["text"] for name, data in reply.frames if name == "thinking")
     assert "Why is the sky blue?" in thought and "signature" not in reply.text
     assert "thinking" not in post_chat(relay, {"message": "No thinking"}).events
+
+
+def test_the_demo_says_what_was_attached(make_relay):
+    relay = demo_relay(make_relay, demo_token_delay=0)
+    content = [
+        {"type": "text", "text": "Look"},
+        file_block("image/png", 300 * 1024),
+        file_block("application/pdf", 2048),
+    ]
+    reply = post_chat(relay, {"message": content})
+    assert reply.status == 200
+    assert "“Look” with 2 attachments (image/png of 300 KB, application/pdf of 2 KB)" in (
+        reply.text_out
+    )
