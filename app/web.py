@@ -11,9 +11,10 @@ from app.telemetry import take_request_id
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
-# The page needs nothing but its own origin: no inline script or style, no CDN, no frames.
+# The page needs nothing but its own origin: no inline script or style, no CDN, no frames;
+# `blob:` images are the thumbnails of the files it attaches.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )

@@ -1,4 +1,12 @@
 // The chat page: a conversation, streamed answers, Stop, Retry, and nothing else.
+import {
+  attaching,
+  contentOf,
+  filesView,
+  setUpAttachments,
+  takeAttached,
+  withoutData,
+} from "./attachments.js";
 import { renderMarkdown } from "./markdown.js";
 import { chosenModel, setUpModels } from "./models.js";
 import { readEvents } from "./sse.js";
@@ -29,7 +37,7 @@ const ui = {
 };
 let needsToken = false; // from /api/config
 
-// A turn: {role: "user" | "assistant", text, status: "streaming" | "done" | "stopped" | "error",
+// A turn: {role: "user" | "assistant", text, files (a user's: attachments.js), status: "streaming" | "done" | "stopped" | "error",
 // usage, error}. A resumable answer also keeps its streamId and the id of the last frame it
 // shows (lastId), saved together with its text: a reload mid-answer resumes it from there.
 let turns = load();
@@ -52,7 +60,7 @@ function load() {
 }
 
 function save() {
-  localStorage.setItem(STORE, JSON.stringify(turns));
+  localStorage.setItem(STORE, JSON.stringify(turns, withoutData));
 }
 
 // What the model sees: every user turn and every answer that has text (a stopped answer's
@@ -60,7 +68,7 @@ function save() {
 function history() {
   return turns
     .filter((t) => t.role === "user" || (t.status !== "error" && t.text))
-    .map((t) => ({ role: t.role, content: t.text }));
+    .map((t) => ({ role: t.role, content: t.role === "user" ? contentOf(t) : t.text }));
 }
 
 // ---- rendering --------------------------------------------------------------------
@@ -90,7 +98,7 @@ function render(turn) {
   const [, thinking, body, meta] = li.children;
   li.dataset.status = turn.status || "done";
   if (turn.role === "user") {
-    body.textContent = turn.text;
+    body.replaceChildren(...(turn.files?.length ? [filesView(turn)] : []), turn.text);
   } else {
     renderThinking(thinking, turn);
     body.innerHTML = renderMarkdown(turn.text);
@@ -402,8 +410,10 @@ function stop() {
 ui.form.addEventListener("submit", (e) => {
   e.preventDefault();
   const text = ui.prompt.value.trim();
-  if (!text || controller) return;
-  const turn = { role: "user", text, status: "done" };
+  if (controller || attaching()) return;
+  const files = takeAttached();
+  if (!text && !files.length) return;
+  const turn = { role: "user", text, files, status: "done" };
   turns.push(turn);
   mount(turn);
   ui.prompt.value = "";
@@ -451,5 +461,13 @@ fetch("/api/config")
 window.addEventListener("pagehide", save);
 
 setUpThinkToggle(ui.think);
+setUpAttachments({
+  button: $("attach"),
+  input: $("files"),
+  list: $("tray"),
+  prompt: ui.prompt,
+  message: $("attach-status"),
+  dropZone: document.body,
+});
 renderAll();
 ui.prompt.focus();

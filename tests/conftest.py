@@ -17,6 +17,7 @@ from tests.support import (
     CHROMIUM,
     CHROMIUM_ARGS,
     LogLines,
+    Page,
     RedisServer,
     Relay,
     ServerLoop,
@@ -139,3 +140,31 @@ def browser() -> Iterator[Any]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture
+def chat(browser, make_relay, request):
+    """Open the chat page of a new relay (these settings) in a new browser context; the
+    test fails on any CSP violation or problem the page had (a screenshot if it failed)."""
+
+    def open_chat(via=None, **settings) -> Page:
+        context = browser.new_context(viewport={"width": 900, "height": 700})
+        page = Page(context.new_page(), make_relay(**settings))
+        pages.append(page)
+        page.open(via(page.relay) if via else None)
+        return page
+
+    pages: list[Page] = []
+    yield open_chat
+    for page in pages:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.page.screenshot(path=ARTIFACTS / f"{request.node.name}.png", full_page=True)
+        csp = page.page.evaluate("window.__csp")
+        page.page.context.close()
+        assert csp == [], f"CSP violations: {csp}"
+        assert page.problems == []

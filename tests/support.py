@@ -7,12 +7,15 @@ import base64
 import json
 import logging
 import random
+import re
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -549,6 +552,28 @@ def file_data(media_type: str, size: int = 64) -> str:
     return base64.b64encode(head + random.randbytes(size - len(head))).decode()
 
 
+def png(width: int, height: int) -> bytes:
+    """A real PNG of one colour (what a browser can decode and scale)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    rows = (b"\x00" + b"\xc8\x64\x32" * width) * height
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        FILE_STARTS["image/png"]
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """A PNG's width and height, from its header."""
+    return struct.unpack(">II", data[16:24])
+
+
 def file_block(media_type: str, size: int = 64, data: str | None = None) -> dict[str, Any]:
     """An image or document content block of the relay's own dialect."""
     kind = "document" if media_type == "application/pdf" else "image"
@@ -558,3 +583,45 @@ def file_block(media_type: str, size: int = 64, data: str | None = None) -> dict
         "data": file_data(media_type, size) if data is None else data,
     }
     return {"type": kind, "source": source}
+
+
+class Page:  # the chat page in Chromium (the `chat` fixture)
+    """A page plus what it must not do."""
+
+    def __init__(self, page, relay) -> None:
+        self.page = page
+        self.relay = relay
+        self.problems: list[str] = []
+        self.allowed: list[str] = []
+        self.url = relay.url
+        page.on("console", self._console)
+        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        page.on("request", self._request)
+        page.add_init_script(
+            "window.__csp = [];"
+            "document.addEventListener('securitypolicyviolation',"
+            " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+        )
+
+    def _console(self, message) -> None:
+        if message.type == "error" and not any(re.search(a, message.text) for a in self.allowed):
+            self.problems.append(f"console error: {message.text}")
+
+    def _request(self, request) -> None:
+        if not request.url.startswith((self.url, "data:", f"blob:{self.url}/")):
+            self.problems.append(f"request off the page's origin: {request.url}")
+
+    def open(self, url: str | None = None) -> None:
+        self.url = url or self.relay.url
+        self.page.goto(self.url + "/")
+        self.page.wait_for_selector("#prompt:focus")
+
+    def send(self, text: str) -> None:
+        self.page.fill("#prompt", text)
+        self.page.press("#prompt", "Enter")
+
+    def answer(self, n: int = -1):
+        return self.page.locator(".message.assistant .body").nth(n)
+
+    def wait_done(self, count: int = 1) -> None:
+        self.page.locator(".message.assistant .usage").nth(count - 1).wait_for(timeout=10_000)

@@ -4,7 +4,6 @@ page error, CSP violation or request leaving the page's origin."""
 
 import re
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,72 +21,6 @@ from tests.fake_upstream import (
 from tests.support import CuttableProxy
 
 pytest.importorskip("playwright.sync_api")
-
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-class Page:
-    """A page plus what it must not do."""
-
-    def __init__(self, page, relay) -> None:
-        self.page = page
-        self.relay = relay
-        self.problems: list[str] = []
-        self.allowed: list[str] = []
-        self.url = relay.url
-        page.on("console", self._console)
-        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        page.on("request", self._request)
-        page.add_init_script(
-            "window.__csp = [];"
-            "document.addEventListener('securitypolicyviolation',"
-            " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
-        )
-
-    def _console(self, message) -> None:
-        if message.type == "error" and not any(re.search(a, message.text) for a in self.allowed):
-            self.problems.append(f"console error: {message.text}")
-
-    def _request(self, request) -> None:
-        if not request.url.startswith((self.url, "data:")):
-            self.problems.append(f"request off the page's origin: {request.url}")
-
-    def open(self, url: str | None = None) -> None:
-        self.url = url or self.relay.url
-        self.page.goto(self.url + "/")
-        self.page.wait_for_selector("#prompt:focus")
-
-    def send(self, text: str) -> None:
-        self.page.fill("#prompt", text)
-        self.page.press("#prompt", "Enter")
-
-    def answer(self, n: int = -1):
-        return self.page.locator(".message.assistant .body").nth(n)
-
-    def wait_done(self, count: int = 1) -> None:
-        self.page.locator(".message.assistant .usage").nth(count - 1).wait_for(timeout=10_000)
-
-
-@pytest.fixture
-def chat(browser, make_relay, request):
-    def open_chat(via=None, **settings) -> Page:
-        context = browser.new_context(viewport={"width": 900, "height": 700})
-        page = Page(context.new_page(), make_relay(**settings))
-        pages.append(page)
-        page.open(via(page.relay) if via else None)
-        return page
-
-    pages: list[Page] = []
-    yield open_chat
-    for page in pages:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.page.screenshot(path=ARTIFACTS / f"{request.node.name}.png", full_page=True)
-        csp = page.page.evaluate("window.__csp")
-        page.page.context.close()
-        assert csp == [], f"CSP violations: {csp}"
-        assert page.problems == []
 
 
 def words(n: int) -> list[str]:
