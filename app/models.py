@@ -81,7 +81,7 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
             f"messages: at most {settings.max_turns} turns (got {len(turns)})",
         )
     ui = is_ui_body(data)
-    check_parts(turns, "parts" if ui else "content", settings.max_turns * PARTS_PER_TURN)
+    check_parts(data, "parts" if ui else "content", settings.max_turns * PARTS_PER_TURN)
     del data, turns  # attachments make a body large: hold one copy of it at a time
     if ui:
         return ui_params(body, settings)

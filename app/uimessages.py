@@ -63,13 +63,15 @@ class UIChatRequest(BaseModel):
 PARTS_PER_TURN = 4
 
 
-def check_parts(messages: Any, key: str, limit: int) -> None:
-    """At most `limit` items in all in the turns' `key` lists (`parts`, or `content`)."""
-    if not isinstance(messages, list):
-        return  # validation says what is wrong
-    count = sum(
-        len(m[key]) for m in messages if isinstance(m, dict) and isinstance(m.get(key), list)
-    )
+def check_parts(data: dict[str, Any], key: str, limit: int) -> None:
+    """At most `limit` items in all in the turns' `key` lists (`parts`, or `content`), and in
+    the one turn of a body's `message`."""
+    messages, message = data.get("messages"), data.get("message")
+    count = len(message) if isinstance(message, list) else 0
+    if isinstance(messages, list):  # else validation says what is wrong
+        count += sum(
+            len(m[key]) for m in messages if isinstance(m, dict) and isinstance(m.get(key), list)
+        )
     if count > limit:
         raise ApiError(
             422, "invalid_request_error", f"messages: at most {limit} parts in all (got {count})"

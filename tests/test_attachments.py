@@ -245,3 +245,20 @@ def test_bodies_held_are_bounded_and_given_back(make_relay, upstream, server_loo
     assert server_loop.call(lambda: runtime.held_bytes) == 0
     assert post_chat(relay, pdf).status == 200
     assert server_loop.call(lambda: runtime.held_bytes) == 0
+
+
+def test_the_worst_bodies_are_refused_quickly(make_relay, upstream):
+    """Before validation, blocks are counted; after it, images. Neither a flood of tiny
+    blocks nor of tiny images costs more than a moment (bounded count, on 127.0.0.1)."""
+    relay = make_relay()
+    tiny = {"type": "text", "text": "x"}
+    dots = [file_block("image/gif", 16) for _ in range(3000)]
+    for body, why in (
+        ({"message": [tiny] * 200_000}, "at most 4000 parts"),
+        ({"message": dots}, "at most 100 images"),
+    ):
+        started = time.perf_counter()
+        reply = post_chat(relay, body)
+        assert reply.status == 422 and why in reply.json()["error"]["message"]
+        assert time.perf_counter() - started < 2.0  # about 0.1 s here
+    assert upstream.requests == []

@@ -1,9 +1,10 @@
 """examples/usechat/: a React page on `useChat()` (`resume: true`, a Stop that also calls
 the DELETE), bundled with esbuild from npm at test time, served beside the relay (another
 origin, allowed by CORS_ORIGINS) and driven in Chromium: it streams, a reload mid-answer
-resumes with no text twice and no second upstream request, and Stop closes the upstream
-within a second."""
+resumes with no text twice and no second upstream request, Stop closes the upstream
+within a second, and attached files reach the upstream as image and document blocks."""
 
+import base64
 import shutil
 import subprocess
 import threading
@@ -14,7 +15,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.fake_upstream import answer
-from tests.support import ROOT, WORDS, free_port
+from tests.support import FILE_STARTS, ROOT, WORDS, free_port, png
 
 EXAMPLE = ROOT / "examples" / "usechat"
 
@@ -106,3 +107,23 @@ def test_stop_closes_the_upstream_within_a_second(chat, upstream, server_loop):
     assert conn.closed - clicked < 1.0
     chat.wait_for_selector("#status:has-text('ready')")
     assert "w59" not in answer_text(chat)
+
+
+def test_files_travel_as_the_ai_sdk_sends_them(chat, upstream):
+    upstream.push(answer("A dot and a PDF."))
+    pdf = FILE_STARTS["application/pdf"] + b"%%EOF\n"
+    chat.set_input_files(
+        "#files",
+        files=[
+            {"name": "dot.png", "mimeType": "image/png", "buffer": png(2, 2)},
+            {"name": "a.pdf", "mimeType": "application/pdf", "buffer": pdf},
+        ],
+    )
+    ask(chat, "What are these?")
+    chat.wait_for_selector("#status:has-text('ready')")
+    chat.wait_for_function("document.querySelector('.message.assistant')?.textContent")
+    assert chat.locator(".message.user img.thumb").count() == 1
+    image, document, text = upstream.requests[-1].body["messages"][-1]["content"]
+    assert base64.b64decode(image["source"]["data"]) == png(2, 2)
+    assert document["type"] == "document" and base64.b64decode(document["source"]["data"]) == pdf
+    assert text["text"] == "What are these?"
