@@ -123,7 +123,7 @@ async def _chat(request: Request) -> Response:
         frames,
         partial(stream.left, reader),
         ping_interval=settings.ping_interval,
-        send_timeout=settings.send_timeout,
+        watchdog=runtime.watchdog,
         headers=stream.dialect.headers,
     )
 
@@ -191,6 +191,6 @@ def replay(
     return ChatResponse(
         *reading,
         ping_interval=settings.ping_interval,
-        send_timeout=settings.send_timeout,
+        watchdog=runtime.watchdog,
         headers=headers,
     )

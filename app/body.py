@@ -12,7 +12,6 @@ deadline for them. `deploy/nginx.conf` sets one.)
 """
 
 import asyncio
-import ctypes
 
 from fastapi import Request
 from starlette.requests import ClientDisconnect
@@ -23,21 +22,6 @@ from app.runtime import Runtime
 # The body was not read to its end: the connection cannot carry another request.
 CLOSE = {"Connection": "close"}
 BUSY = {"Retry-After": RETRY_AFTER_SECONDS, **CLOSE}
-
-
-def return_large_blocks() -> None:
-    """Have glibc's malloc serve blocks of 128 KiB and more (request bodies, up to 32 MB
-    each, and their parsed copies) straight from the OS and give them straight back.
-
-    By default its threshold for that rises to the size of the largest block freed, so after
-    a few large uploads later ones come from the heap, which does not shrink: measured with
-    eight 8 MB bodies at once, the peak was 2.4-3.0 bodies' worth per body with up to 127 MB
-    kept after they were dropped, against 2.1 and nothing with a fixed threshold
-    (tests/test_body.py). The same as `MALLOC_MMAP_THRESHOLD_=131072`; not glibc, a no-op.
-    """
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is not None:
-        mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
 
 
 async def read_body(request: Request, runtime: Runtime) -> bytes:

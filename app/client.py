@@ -13,11 +13,12 @@ from app.demo import DEMO_BASE_URL, DemoTransport
 
 
 def make_client(settings: Settings) -> anthropic.AsyncAnthropic:
-    # The read timeout is the idle timeout: aiohttp applies it between socket reads
-    # (`sock_read`), so a silent upstream is noticed with no timer of ours per delta.
+    # No read timeout: aiohttp would re-arm its `sock_read` timer on every socket read. A
+    # silent upstream is the watchdog's to end (app/watchdog.py), with one clock read per
+    # event instead.
     timeout = httpx2.Timeout(
         connect=settings.upstream_connect_timeout,
-        read=settings.stream_idle_timeout,
+        read=None,
         write=settings.stream_idle_timeout,
         pool=settings.upstream_connect_timeout,
     )

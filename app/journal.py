@@ -48,6 +48,8 @@ class Journal:
         with memoryview(self._data) as view:
             return view[start:end].tobytes()
 
+    blocked = False  # a journal keeps every frame: its producer never waits
+
     async def put(self, chunk: bytes) -> None:
         self.put_nowait(chunk)
 

@@ -10,10 +10,10 @@ from uvicorn.logging import AccessFormatter
 
 from app import errors, web
 from app.api import router
-from app.body import return_large_blocks
 from app.client import make_client
 from app.config import Settings
 from app.lifecycle import handle_sigterm
+from app.memory import return_large_blocks, settle_gc
 from app.response import QuietAbort
 from app.runtime import Runtime
 from app.telemetry import RedactPaths, WithRequestId, serve_metrics
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return_large_blocks()
         runtime = app.state.runtime = Runtime(settings, make_client(settings))
         handle_sigterm(runtime)
+        runtime.watchdog.start()
         if runtime.cluster is not None:
             runtime.cluster.start()
             log.info("replicas share resumable streams and client limits through Redis")
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         else:
             log.info("live mode: upstream %s", settings.anthropic_base_url or "api.anthropic.com")
+        settle_gc()
         try:
             yield
         finally:

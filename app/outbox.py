@@ -40,6 +40,12 @@ class Outbox:
         self._size += len(frame)
         _wake(self._reader)
 
+    @property
+    def blocked(self) -> bool:
+        """Whether the producer waits for the reader (the stream is not idle, just read
+        slowly)."""
+        return self._writer is not None
+
     def close(self) -> None:
         """No more frames: the reader ends once it has sent what is pending."""
         self._closed = True

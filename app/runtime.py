@@ -30,6 +30,7 @@ from app.stream import Stream
 from app.translate import Dialect
 from app.uimessages import CHAT_ID
 from app.uistream import UI
+from app.watchdog import Watchdog
 
 log = logging.getLogger("chat_relay")
 
@@ -60,6 +61,8 @@ class Runtime:
         self.draining = False
         self.reading = 0  # request bodies being read now (app/body.py)
         self.held_bytes = 0  # bytes of request bodies held now, of MAX_HELD_BODY_BYTES
+        # Silent upstreams and callers that stopped reading, for every stream at once.
+        self.watchdog = Watchdog(self.streams, settings.stream_idle_timeout, settings.send_timeout)
         # Resumed streams being read (remote readers: at most one per pooled connection).
         self.readers = ReaderSlots(settings.max_streams_per_client, settings.max_concurrent_streams)
         # Metric labels come from a fixed set: the models a request may name, or `other`.
@@ -293,6 +296,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self._end_all()
+        self.watchdog.stop()
         self.kept.clear()
         await self.client.close()
         if self.mirror is not None:

@@ -64,6 +64,8 @@ class Stream:
     status: int = 0
     started: float = field(default_factory=time.monotonic)
     first_delta: float | None = None
+    # Since when it has waited for the upstream (the loop's clock; app/watchdog.py).
+    waiting_since: float | None = None
     attempts: int = 0
     # "done", an error type, or why the relay ended it: "cancelled" (the caller left),
     # "send_timeout", "server_shutdown". None while it runs.
@@ -101,6 +103,12 @@ class Stream:
         if self.outcome is None and self.ended_by is None:
             self.ended_by = reason
             self.scope.cancel()
+
+    def too_late(self) -> None:
+        """The upstream has been silent for `idle_timeout` (app/watchdog.py); not while the
+        stream waits for its reader instead (a full outbox)."""
+        if not self.outbox.blocked:
+            self.end("idle")
 
     def drop_conversation(self) -> None:
         """Let go of the conversation (up to MAX_BODY_BYTES, images and PDFs included) and
@@ -197,10 +205,13 @@ class Stream:
                 if shown or not failure.retryable or self.attempts > self.retries:
                     self._failed(failure)
                     return
+            self.waiting_since = None  # waiting for the backoff, not the upstream
             # Exponential backoff with jitter, so retries from many streams do not align.
             await anyio.sleep(self.backoff * 2 ** (self.attempts - 1) * random.uniform(0.75, 1))
 
     async def _attempt(self) -> None:
+        clock = asyncio.get_running_loop().time
+        self.waiting_since = clock()
         upstream = await open_upstream(self.client, self.params)
         try:
             message_started(self.answer, upstream.message_start)
@@ -208,16 +219,16 @@ class Stream:
             answer, outbox = self.answer, self.outbox
             async for name, data in upstream.events:
                 frame = translate(answer, name, data)
-                if frame is None:
-                    continue
-                if self.first_delta is None and answer.part is not None:
-                    self.first_delta = time.monotonic()
-                    self.drop_conversation()  # no retry from here on
-                await outbox.put(frame)
-                if answer.done:
-                    self.outcome = "done"
-                    await drain(upstream)
-                    return
+                if frame is not None:
+                    if self.first_delta is None and answer.part is not None:
+                        self.first_delta = time.monotonic()
+                        self.drop_conversation()  # no retry from here on
+                    await outbox.put(frame)
+                    if answer.done:
+                        self.outcome = "done"
+                        await drain(upstream)
+                        return
+                self.waiting_since = clock()  # for the next event from here
             raise ApiError(
                 502,
                 "upstream_error",
@@ -244,6 +255,10 @@ class Stream:
             self.outbox.put_nowait(failure_frames(self.answer, failure.error_type, failure.message))
 
     def _ended(self, reason: str) -> None:
+        if reason == "idle":  # the watchdog's: as a read timeout was before it
+            timeout = f"The upstream sent nothing for {self.idle_timeout:g} s."
+            self._failed(ApiError(504, "timeout_error", timeout))
+            return
         self.outcome = reason
         if self.ready.done():
             # Started: whoever reads it now or comes back hears how it ended, never just
