@@ -25,18 +25,18 @@ RUN groupadd --system --gid 10001 relay \
     && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin relay
 WORKDIR /app
 COPY --from=builder /app /app
-# WEB_CONCURRENCY: uvicorn workers per container (one per core at most; or scale by
-# replicas). FORWARDED_ALLOW_IPS: the proxies whose X-Forwarded-For is trusted.
+# FORWARDED_ALLOW_IPS: the proxies whose X-Forwarded-For is trusted. WEB_CONCURRENCY, if
+# set, is the number of uvicorn workers; unset, one per CPU the container may use.
 ENV PATH="/app/.venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    WEB_CONCURRENCY=1 \
     FORWARDED_ALLOW_IPS=127.0.0.1 \
     SHUTDOWN_GRACE_SECONDS=20
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
-# The relay drains for SHUTDOWN_GRACE_SECONDS on SIGTERM before uvicorn's own shutdown
-# starts; uvicorn's graceful timeout then only covers what is left.
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--timeout-graceful-shutdown", "5"]
+# uvicorn on 0.0.0.0:8000 with --proxy-headers, a worker per CPU the container may use
+# (app/__main__.py). The relay drains for SHUTDOWN_GRACE_SECONDS on SIGTERM before uvicorn's
+# own shutdown starts; uvicorn's graceful timeout (5 s) then only covers what is left.
+CMD ["python", "-m", "app"]

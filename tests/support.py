@@ -333,11 +333,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(env: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen, str]:
-    """`uvicorn app.main:app` in its own process (a replica), once it answers /readyz."""
+def serve(
+    env: dict[str, str], log: Path, *args: str, launcher: bool = False
+) -> tuple[subprocess.Popen, str]:
+    """`uvicorn app.main:app` in its own process (a replica), once it answers /readyz; or,
+    with `launcher`, `python -m app` (what the image runs: a worker per core)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), *args]
+    if launcher:
+        argv = [sys.executable, "-m", "app"]
+        env = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
     with log.open("w") as out:
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 40

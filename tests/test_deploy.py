@@ -1,6 +1,7 @@
 """The deployment files: the Dockerfile lints, the manifests validate against the
 Kubernetes schemas and agree with the app's settings, the nginx example is sound."""
 
+import math
 import re
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import httpx2
 import pytest
 import yaml
 
+from app.__main__ import UVICORN_GRACE
 from app.config import Settings
 from app.runtime import KEPT_BYTES_PER_SLOT
 from tests.support import BODY_COPIES, free_port
@@ -57,9 +59,8 @@ def test_manifests_agree_with_the_app():
     (container,) = pod["containers"]
     config = load("configmap.yaml")["data"]
     grace = float(config["SHUTDOWN_GRACE_SECONDS"])
-    uvicorn_grace = float(
-        re.search(r'"--timeout-graceful-shutdown", "(\d+)"', dockerfile()).group(1)
-    )
+    assert 'CMD ["python", "-m", "app"]' in dockerfile()
+    uvicorn_grace = UVICORN_GRACE
     pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] >= pause + grace + uvicorn_grace
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -199,4 +200,7 @@ def test_the_memory_limit_covers_the_worst_case():
     journal_mb = int(config["MAX_TOKENS_LIMIT"]) * JOURNAL_FRAME_MB
     kept_mb = streams * KEPT_BYTES_PER_SLOT / 2**20
     worst = PROCESS_MB + streams * (STREAM_MB + journal_mb) + kept_mb + BODY_COPIES * held_mb
+    # The settings are per worker, and the image runs a worker per CPU of `limits.cpu`.
+    workers = math.ceil(float(container["resources"]["limits"]["cpu"]))
+    worst *= workers
     assert worst <= limit_mb, f"worst case {worst:.0f} MB over the {limit_mb:.0f} MB limit"

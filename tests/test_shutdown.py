@@ -87,21 +87,18 @@ def test_sigterm_drains_then_ends_the_rest(upstream, server_loop, tmp_path):
 
 
 def test_metrics_add_up_across_workers(tmp_path):
-    """prometheus-client's multiprocess mode: any worker's /metrics counts all streams."""
-    (tmp_path / "prom").mkdir()
-    env = {
-        **os.environ,
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
-        "DEMO_TOKEN_DELAY": "0",
-    }
-    env.pop("ANTHROPIC_API_KEY", None)
-    env.pop("ANTHROPIC_BASE_URL", None)
-    process, url = serve(env, tmp_path / "relay.log", "--workers", "2")
+    """`python -m app` with two workers: prometheus-client's multiprocess mode in a
+    directory of its own, where any worker's /metrics counts all streams; removed after."""
+    env = {**os.environ, "WEB_CONCURRENCY": "2", "DEMO_TOKEN_DELAY": "0", "TMPDIR": str(tmp_path)}
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "PROMETHEUS_MULTIPROC_DIR"):
+        env.pop(name, None)
+    process, url = serve(env, tmp_path / "relay.log", launcher=True)
+    (prom,) = tmp_path.glob("chat-relay-metrics-*")
     try:
 
         def completed_per_worker() -> list[float]:
             counts = []
-            for path in (tmp_path / "prom").glob("counter_*.db"):
+            for path in prom.glob("counter_*.db"):
                 values = MmapedDict(str(path), read_mode=True).read_all_values()
                 counts.append(sum(v for key, v, _ in values if "streams_completed" in key))
             return counts
@@ -126,3 +123,4 @@ def test_metrics_add_up_across_workers(tmp_path):
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
+    assert not prom.exists()
