@@ -65,6 +65,8 @@ ctr=$(buildah from --pull=never "$IMAGE")
 server=""
 cleanup() {
   [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  # and whatever the CMD left (its workers: no PID namespace ends them here)
+  pkill -KILL -u "${USER_ID%%:*}" -f -- "-m app|multiprocessing" 2>/dev/null || true
   buildah rm "$ctr" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -103,7 +105,17 @@ echo "streamed $deltas deltas and a done frame"
 
 step "the HEALTHCHECK command: ${HEALTH[*]:1}"
 in_image "${HEALTH[@]:1}" || fail "HEALTHCHECK fails against a healthy server"
-kill "$server"; wait "$server" 2>/dev/null || true; server=""
+# SIGTERM to the CMD's process, as a container runtime stops it: uvicorn's supervisor (a
+# worker per core) passes it on, each worker drains and exits, then the supervisor. (Killing
+# `buildah run` instead would leave the workers behind: chroot isolation has no PID
+# namespace to end them with it.)
+pkill -TERM -u "${USER_ID%%:*}" -f -- "^[^ ]*python -m app$" || true  # not buildah-chroot-exec
+for _ in $(seq 1 100); do
+  pgrep -u "${USER_ID%%:*}" -f -- "-m app|multiprocessing" >/dev/null || break
+  sleep 0.2
+done
+pgrep -u "${USER_ID%%:*}" -f -- "-m app|multiprocessing" >/dev/null && fail "the CMD did not exit on SIGTERM"
+wait "$server" 2>/dev/null || true; server=""
 ! in_image "${HEALTH[@]:1}" 2>/dev/null || fail "HEALTHCHECK passes with no server"
 echo "passes while serving, fails once stopped"
 
