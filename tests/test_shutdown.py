@@ -124,3 +124,44 @@ def test_metrics_add_up_across_workers(tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
     assert not prom.exists()
+
+
+def test_sigterm_drains_every_worker(upstream, tmp_path):
+    """`python -m app` with two workers: SIGTERM reaches each, each drains its streams."""
+    env = {
+        **os.environ,
+        "ANTHROPIC_API_KEY": API_KEY,
+        "ANTHROPIC_BASE_URL": upstream.url,
+        "SHUTDOWN_GRACE_SECONDS": "5",
+        "WEB_CONCURRENCY": "2",
+        "TMPDIR": str(tmp_path),
+    }
+    log = tmp_path / "relay.log"
+    process, url = serve(env, log, launcher=True)
+    try:
+        deadline = time.monotonic() + 40
+        while log.read_text().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        upstream.by_message["short"] = answer(*[f"s{i} " for i in range(10)], delay=0.1)
+
+        async def run() -> list[bytes]:
+            clients = [RawClient(url, "short") for _ in range(6)]  # on 6 connections
+            for client in clients:
+                await client.open()
+            for client in clients:
+                await client.read_until(b"event: delta")
+            process.send_signal(signal.SIGTERM)
+            for client in clients:
+                await client.read_until(b"event: done")
+            await asyncio.to_thread(process.wait, 10)
+            return [client.received for client in clients]
+
+        answers = asyncio.run(run())
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = log.read_text()
+    assert all(b"event: done" in a and b"event: error" not in a for a in answers)
+    assert output.count("draining") == 2, output  # each worker drained
+    assert "Traceback" not in output
