@@ -2,7 +2,7 @@
 dialects' bodies use, the upstream parameters they share, and how to answer."""
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, StrictStr
@@ -43,6 +43,15 @@ ModelName = Annotated[StrictStr, AfterValidator(_model_name)]
 
 
 @dataclass(slots=True)
+class Tally:
+    """What a conversation carries besides text, for the log line (counts, never content)."""
+
+    images: int = 0
+    documents: int = 0
+    nbytes: int = 0  # decoded bytes, all attachments together
+
+
+@dataclass(slots=True)
 class Ask:
     """What a request asks for: the upstream parameters, and how to answer."""
 
@@ -50,9 +59,7 @@ class Ask:
     resumable: bool = False
     dialect: str = "relay"  # or "ui": the AI SDK's UI message stream (app/uimessages.py)
     chat_id: str | None = None  # a useChat body's chat id
-    # Images and PDFs in the conversation, and their decoded bytes (for the log line).
-    attachments: int = 0
-    attachment_bytes: int = 0
+    attached: Tally = field(default_factory=Tally)  # its images and PDFs (app/attachments.py)
 
 
 def base_params(

@@ -8,12 +8,11 @@ decoded. Errors say where and what, never the data.
 """
 
 import binascii
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from app.ask import NonEmptyText
+from app.ask import NonEmptyText, Tally
 from app.config import Settings
 from app.errors import ApiError
 
@@ -70,15 +69,6 @@ class DocumentBlock(BaseModel):
 
 Block = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]
 Blocks = Annotated[list[Block], Field(min_length=1)]
-
-
-@dataclass(slots=True)
-class Tally:
-    """What a conversation carries besides text, for the log line (counts, never content)."""
-
-    images: int = 0
-    documents: int = 0
-    nbytes: int = 0  # decoded bytes, all attachments together
 
 
 def check_turns(turns: list[dict[str, Any]], settings: Settings) -> Tally:

@@ -54,6 +54,7 @@ async def read_body(request: Request, runtime: Runtime) -> bytes:
     runtime.reading += 1
     chunks: list[bytes] = []
     size = 0
+    body = None
     # A deadline that grows with what has arrived: a minimum average rate.
     start = asyncio.get_running_loop().time() + settings.request_timeout
     try:
@@ -67,9 +68,8 @@ async def read_body(request: Request, runtime: Runtime) -> bytes:
                 size += len(chunk)
                 chunks.append(chunk)
                 deadline.reschedule(start + size / settings.min_upload_rate)
-        return b"".join(chunks)
+        body = b"".join(chunks)
     except TimeoutError:
-        runtime.let_go(size)
         raise ApiError(
             408,
             "request_timeout",
@@ -78,10 +78,9 @@ async def read_body(request: Request, runtime: Runtime) -> bytes:
             CLOSE,
         ) from None
     except ClientDisconnect:
-        runtime.let_go(size)
         raise ApiError(499, "client_closed", "The caller left mid-request.") from None
-    except BaseException:
-        runtime.let_go(size)
-        raise
     finally:
         runtime.reading -= 1
+        if body is None:  # refused, timed out or left: nothing of it is held
+            runtime.let_go(size)
+    return body

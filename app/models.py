@@ -96,9 +96,4 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
     params = base_params(
         request.model, request.max_tokens, request.system, messages, settings, request.thinking
     )
-    return Ask(
-        params,
-        request.resumable,
-        attachments=tally.images + tally.documents,
-        attachment_bytes=tally.nbytes,
-    )
+    return Ask(params, request.resumable, attached=tally)

@@ -96,7 +96,7 @@ class Runtime:
             UI if ask.dialect == "ui" else RELAY,
             ask.chat_id,
             partial(self.let_go, held),
-            (ask.attachments, ask.attachment_bytes),
+            ask.attached,
         )
         self._spawn(self._life(stream, log_content))
         return stream

@@ -20,6 +20,7 @@ import anthropic
 import anyio
 
 from app import telemetry
+from app.ask import Tally
 from app.errors import SHUTDOWN, ApiError, shutting_down
 from app.frames import RELAY
 from app.journal import Journal
@@ -52,7 +53,7 @@ class Stream:
     chat_id: str | None = None  # a useChat body's chat id: a second key to a resumable one
     # Gives back what the request body held of MAX_HELD_BODY_BYTES (app/body.py), once.
     let_go: Callable[[], None] | None = None
-    attachments: tuple[int, int] = (0, 0)  # images and PDFs, their bytes: for the log line
+    attached: Tally = field(default_factory=Tally)  # its images and PDFs, for the log line
     answer: Answer = field(init=False)
     outbox: Outbox | Journal = field(default_factory=Outbox)
     _expiry: asyncio.TimerHandle | None = None

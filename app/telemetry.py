@@ -148,8 +148,8 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
         "output_tokens": output_tokens,
         "tokens_partial": partial,
         # Images and PDFs sent, and their decoded bytes: counts, never content.
-        "attachments": stream.attachments[0],
-        "attachment_bytes": stream.attachments[1],
+        "attachments": stream.attached.images + stream.attached.documents,
+        "attachment_bytes": stream.attached.nbytes,
     }
     if messages is not None:
         line["messages"] = messages

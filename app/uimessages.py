@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
-from app.ask import Ask, ModelName, Text, base_params
-from app.attachments import Tally, check_block, from_data_url
+from app.ask import Ask, ModelName, Tally, Text, base_params
+from app.attachments import check_block, from_data_url
 from app.config import Settings
 from app.errors import ApiError, invalid_request
 
@@ -118,14 +118,7 @@ def ui_params(body: bytes, settings: Settings) -> Ask:
     params = base_params(
         request.model, request.max_tokens, joined, turns, settings, request.thinking
     )
-    return Ask(
-        params,
-        request.resumable,
-        "ui",
-        request.id,
-        tally.images + tally.documents,
-        tally.nbytes,
-    )
+    return Ask(params, request.resumable, "ui", request.id, tally)
 
 
 def _blocks(m: int, message: UIMessage, settings: Settings, tally: Tally) -> list[dict[str, Any]]:

@@ -48,7 +48,7 @@ export function takeAttached() {
 }
 
 export function attaching() {
-  return tray.some((f) => !f.data && !f.error);
+  return tray.some((f) => !f.data);
 }
 
 // A user turn's content for the relay: its text, or blocks when it carries files. A file
@@ -86,7 +86,7 @@ function fileView(file) {
   }
   const chip = document.createElement("span");
   chip.className = file.type === PDF ? "chip pdf" : "chip";
-  const kept = file.data || file.error ? "" : " · not kept";
+  const kept = file.data ? "" : " · not kept";
   chip.textContent = `${file.type === PDF ? "PDF" : "Image"}: ${file.name} · ${megabytes(file.size)}${kept}`;
   return chip;
 }

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app.attachments import Tally, check_turns, from_data_url, without_data
+from app.ask import Tally
+from app.attachments import check_turns, from_data_url, without_data
 from app.config import Settings
 from app.errors import ApiError
 from tests.fake_upstream import answer
