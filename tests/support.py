@@ -4,6 +4,8 @@ sockets on 127.0.0.1, and the tests' own reading of SSE. Fixtures are in conftes
 
 import asyncio
 import base64
+import contextlib
+import gc
 import json
 import logging
 import random
@@ -16,7 +18,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -225,6 +227,20 @@ class CuttableProxy:
 
 # Generous: the target is p99 < 50 ms; this only has to catch "not promptly".
 PROMPTLY = 0.5
+
+
+@contextlib.contextmanager
+def heap_frozen() -> Iterator[None]:
+    """What the relay does once started (app/memory.py): everything alive now is kept out of
+    the cyclic collector's sight. This process also holds every earlier test's objects (and
+    Playwright's); a full collection of them is a pause of the test process, not of the
+    relay, and would land on whichever timing is being measured."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class RawClient:

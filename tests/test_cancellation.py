@@ -9,7 +9,14 @@ import statistics
 import pytest
 
 from tests.fake_upstream import answer, message_start, text_block
-from tests.support import PROMPTLY, RawClient, close_latency, post_chat, upstream_request
+from tests.support import (
+    PROMPTLY,
+    RawClient,
+    close_latency,
+    heap_frozen,
+    post_chat,
+    upstream_request,
+)
 
 LONG = answer(*[f"word{i} " for i in range(500)], delay=0.01)
 PACED = answer(*[f"word{i} " for i in range(100)], delay=0.05)  # 20 deltas/s, as in the bench
@@ -82,7 +89,8 @@ def test_hundred_concurrent_streams_closed_at_random_points(make_relay, upstream
     async def run() -> list[RawClient]:
         return await asyncio.gather(*(one(m, t) for m, t in plans))
 
-    clients = asyncio.run(run())
+    with heap_frozen():
+        clients = asyncio.run(run())
     # A client that hung up before the relay called the upstream never costs a request.
     reached = [c for c in clients if upstream_request(upstream, server_loop, c.message, 0.2)]
     assert len(reached) >= 80
