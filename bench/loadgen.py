@@ -42,16 +42,21 @@ async def stream(
     deadline: float = 120.0,
     headers_only: asyncio.Event | None = None,
     ui: bool = False,
+    resumable: bool = False,
 ) -> Result:
-    """One chat; `ui`: asked as useChat does, answered in the AI SDK's UI message stream."""
+    """One chat; `ui`: asked as useChat does, answered in the AI SDK's UI message stream;
+    `resumable`: asked with `"resumable": true` (numbered frames, kept for the window)."""
     result = Result(sid)
     marker = f"bench:id={sid},deltas={deltas},interval={interval},stall={int(stall)}"
     if ui:
         text = {"type": "text", "text": marker}
         message = {"id": "u", "role": "user", "parts": [text]}
-        body = json.dumps({"id": sid, "messages": [message], "trigger": "submit-message"}).encode()
+        asked: dict = {"id": sid, "messages": [message], "trigger": "submit-message"}
     else:
-        body = json.dumps({"message": marker}).encode()
+        asked = {"message": marker}
+    if resumable:
+        asked["resumable"] = True
+    body = json.dumps(asked).encode()
     try:
         async with asyncio.timeout(deadline):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -23,6 +23,7 @@ COLUMNS = [
     ("1k: errors", "conc1000", "errors", 0, False),
     ("500: CPU µs/delta", "conc500", "cpu_us_per_delta", 1, True),
     ("500 UI: CPU µs/delta", "conc500ui", "cpu_us_per_delta", 1, True),
+    ("500 resumable: CPU µs/delta", "conc500r", "cpu_us_per_delta", 1, True),
     ("thru: deltas/s", "throughput", "deltas_per_s", 0, False),
     ("thru: CPU µs/delta", "throughput", "cpu_us_per_delta", 1, True),
     ("chat: CPU ms", "chats", "cpu_ms_per_chat", 2, True),
@@ -63,3 +64,10 @@ def print_table(results: dict[str, dict], meta: dict) -> None:
                     f"load generator {extra['loadgen_cpu_pct']:.0f}% of a core, upstream "
                     f"{extra['upstream_cpu_us_per_delta']:.1f} µs/delta"
                 )
+    # What the UI message stream and resumable answers cost over plain streams, same run.
+    for name, scenarios in results.items():
+        plain = scenarios.get("conc500", {}).get("cpu_us_per_delta")
+        for scenario, what in (("conc500ui", "UI message stream"), ("conc500r", "resumable")):
+            other = scenarios.get(scenario, {}).get("cpu_us_per_delta")
+            if plain and other:
+                print(f"{name}: {what} at 500 streams: {other / plain - 1:+.0%} CPU per delta")

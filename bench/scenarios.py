@@ -35,7 +35,14 @@ async def latency(relay, upstream, scale: float) -> dict:
 
 
 async def _concurrency(
-    relay, upstream, n: int, deltas: int, interval: float, ramp: float, ui: bool = False
+    relay,
+    upstream,
+    n: int,
+    deltas: int,
+    interval: float,
+    ramp: float,
+    ui: bool = False,
+    resumable: bool = False,
 ) -> dict:
     await warm(relay)
     gc.collect()
@@ -45,7 +52,9 @@ async def _concurrency(
 
     async def one(i: int):
         await asyncio.sleep(ramp * i / n)
-        return await stream(relay.port, f"c{n}-{i}", deltas, interval, deadline=90, ui=ui)
+        return await stream(
+            relay.port, f"c{n}-{i}", deltas, interval, deadline=90, ui=ui, resumable=resumable
+        )
 
     results = await asyncio.gather(*(one(i) for i in range(n)))
     elapsed = time.monotonic() - t0
@@ -82,6 +91,14 @@ async def concurrency_500_ui(relay, upstream, scale: float) -> dict:
         return {"skipped": "speaks only its own protocol"}
     n = max(1, int(500 * scale))
     return await _concurrency(relay, upstream, n, 100, 0.05, ramp=2.0, ui=True)
+
+
+async def concurrency_500_resumable(relay, upstream, scale: float) -> dict:
+    """conc500 asked `resumable` (only the product keeps answers for a caller to resume)."""
+    if relay.name != "product":
+        return {"skipped": "has no resumable answers"}
+    n = max(1, int(500 * scale))
+    return await _concurrency(relay, upstream, n, 100, 0.05, ramp=2.0, resumable=True)
 
 
 async def concurrency_1000(relay, upstream, scale: float) -> dict:
@@ -214,6 +231,7 @@ ALL = {
     "latency": latency,
     "conc500": concurrency_500,
     "conc500ui": concurrency_500_ui,
+    "conc500r": concurrency_500_resumable,
     "conc1000": concurrency_1000,
     "throughput": throughput,
     "chats": short_chats,

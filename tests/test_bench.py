@@ -29,6 +29,7 @@ def test_the_bench_runs(tmp_path):
             "latency",
             "conc500",
             "conc500ui",
+            "conc500r",
             "cancel",
             "idle",
             "chats",
@@ -54,6 +55,10 @@ def test_the_bench_runs(tmp_path):
     ui = results["product"]["conc500ui"]  # the AI SDK's UI message stream
     assert ui["errors"] == 0 and ui["deltas"] == 10 * 100, ui
     assert "skipped" in results["naive"]["conc500ui"]
+    resumable = results["product"]["conc500r"]  # numbered frames, kept for the window
+    assert resumable["errors"] == 0 and resumable["deltas"] == 10 * 100, resumable
+    assert "skipped" in results["naive"]["conc500r"]
+    assert "product: resumable at 500 streams:" in result.stdout
 
 
 def test_the_resume_bench_runs():
