@@ -94,3 +94,29 @@ def test_the_fault_run_passes():
     assert result.returncode == 0, result.stderr[-3000:]
     assert report["outcomes"].get("done", 0) >= report["answers"] // 2
     assert len(report["faults"]) == 4
+
+
+def run_bench(module: str, *args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[0])
+
+
+def test_the_parts_bench_runs():
+    figures = run_bench("bench.parts", "--deltas", "500")["us_per_delta"]
+    assert set(figures) == {"plain", "ui", "resumable", "ui+resumable"}
+    assert all(value > 0 for value in figures.values()), figures
+
+
+def test_the_heap_bench_names_the_owners_of_an_idle_stream():
+    figures = run_bench("bench.heap", "--streams", "20")
+    assert figures["streams"] == 20 and figures["kb_per_stream"] > 0, figures
+    owners = figures["by_owner_kb"]
+    # Each held stream has the app's Stream, sse-starlette's response, aiohttp's upstream.
+    assert owners["app"] > 0 and owners["sse_starlette"] > 0 and owners["aiohttp"] > 0, owners

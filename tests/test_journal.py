@@ -51,6 +51,26 @@ def test_a_new_reader_takes_over():
     assert asyncio.run(run())
 
 
+def test_a_reader_cancelled_while_waiting_leaves_the_journal_working():
+    # The caller left while its reader waited for the next frame; the answer goes on and
+    # the caller comes back.
+    async def run() -> bytes:
+        journal = Journal()
+        waiting = asyncio.ensure_future(anext(journal.follow(journal.attach())))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        journal.put_nowait(b"event: a\ndata: 1\n\n")  # no waiter left to wake
+        back = journal.follow(journal.attach())
+        first = await asyncio.wait_for(anext(back), 1)
+        later = asyncio.ensure_future(anext(back))
+        await asyncio.sleep(0)
+        journal.put_nowait(b"event: b\ndata: 1\n\n")  # wakes the reader that came back
+        return first + await asyncio.wait_for(later, 1)
+
+    assert asyncio.run(run()) == b"id: 1\nevent: a\ndata: 1\n\nid: 2\nevent: b\ndata: 1\n\n"
+
+
 def test_a_frame_costs_a_few_bytes_beyond_its_own():
     # 8,192 deltas (a long answer) of a typical 36-byte frame.
     journal = Journal()
