@@ -96,11 +96,16 @@ class Journal:
 
     async def wait(self) -> None:
         """Until the next frame, close or takeover."""
-        if self._changed is None:
-            self._changed = asyncio.get_running_loop().create_future()
-        await asyncio.shield(self._changed)
+        # Only the current reader waits (a takeover wakes the previous one first), so the
+        # future is awaited as it is: a shield would cost a second future and two callbacks
+        # per frame. A reader cancelled while waiting leaves it cancelled; the next wait
+        # makes a new one.
+        changed = self._changed
+        if changed is None or changed.done():
+            changed = self._changed = asyncio.get_running_loop().create_future()
+        await changed
 
     def _wake(self) -> None:
-        if self._changed is not None:
-            self._changed.set_result(None)
-            self._changed = None
+        changed, self._changed = self._changed, None
+        if changed is not None and not changed.done():
+            changed.set_result(None)
