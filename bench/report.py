@@ -31,6 +31,7 @@ COLUMNS = [
     ("cancel p50 ms", "cancel", "close_ms_p50", 2, False),
     ("cancel p99 ms", "cancel", "close_ms_p99", 2, False),
     ("sent after close", "cancel", "deltas_after_close", 0, False),
+    ("cancel over 8 s p99 ms", "cancel8s", "close_ms_p99", 2, False),
     ("KB/stalled stream", "idle", "kb_per_stream", 1, False),
     ("CPU 20k/2k", "long", "ratio_20k_to_2k", 2, False),
 ]
