@@ -149,7 +149,9 @@ async def cancellation(relay, upstream, scale: float, ramp: float = 0.5) -> dict
 
     async def one(i: int):
         await asyncio.sleep(ramp * i / n)
-        return await stream(relay.port, f"cancel{ramp:g}-{i}", 1000, 0.05, close_after=10)
+        return await stream(
+            relay.port, f"cancel{int(ramp * 1000)}ms-{i}", 1000, 0.05, close_after=10
+        )
 
     results = await asyncio.gather(*(one(i) for i in range(n)))
     await asyncio.sleep(1.0)
