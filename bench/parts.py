@@ -1,5 +1,5 @@
-"""What the UI message stream and resumable answers add per delta, measured in-process:
-`uv run python -m bench.parts [--deltas N]`.
+"""What the UI message stream and resumable answers add per delta:
+`uv run python -m bench.parts [--deltas N] [--rounds R]`.
 
 The end-to-end scenarios (conc500, conc500ui, conc500r) vary by 10-15% between runs on a
 shared machine, more than the difference they would show. This isolates the one part that
@@ -7,13 +7,20 @@ differs: the app's own work per delta (translating an upstream event into the di
 frame, and handing it to the reader through the outbox, or through a resumable stream's
 journal), with the reader in another task as in the relay. The four are measured in turns,
 five rounds, and each figure is the median.
+
+With `--rounds R`, it also runs conc500, conc500ui and conc500r end to end R times, in a
+rotating order (a fresh relay each, as `bench.run` does), and gives the median of each
+round's ratio to plain: paired runs, so the machine's drift between rounds cancels out.
 """
 
 import argparse
 import asyncio
 import json
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import uvloop
 
@@ -22,6 +29,8 @@ from app.journal import Journal
 from app.outbox import Outbox
 from app.translate import Answer, Dialect, translate
 from app.uistream import UI
+from bench import scenarios
+from bench.run import Proc, free_port, relay_factories
 
 EVENT = b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello th"}}'
 PARTS = {
@@ -60,14 +69,53 @@ async def measure(n: int) -> dict[str, float]:
     return {name: round(statistics.median(v), 2) for name, v in runs.items()}
 
 
+END_TO_END = {
+    "plain": scenarios.concurrency_500,
+    "ui": scenarios.concurrency_500_ui,
+    "resumable": scenarios.concurrency_500_resumable,
+}
+
+
+def end_to_end(rounds: int, scale: float) -> dict[str, float]:
+    """The median over `rounds` of each round's CPU per delta against plain's."""
+    port = free_port()
+    upstream = Proc("upstream", [sys.executable, "bench/upstream.py", str(port)], port)
+    product = relay_factories(port, Path(tempfile.mkdtemp(prefix="bench-parts-")))["product"]
+    names = list(END_TO_END)
+    ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
+    try:
+        for i in range(rounds):
+            cost = {}
+            for name in names[i % 3 :] + names[: i % 3]:  # each goes first in turn
+                relay = product(free_port())
+                try:
+                    figures = uvloop.run(END_TO_END[name](relay, upstream, scale))
+                finally:
+                    relay.stop()
+                cost[name] = figures["cpu_us_per_delta"]
+            for name in ratios:
+                ratios[name].append(cost[name] / cost["plain"])
+    finally:
+        upstream.stop()
+    return {name: round(statistics.median(v), 3) for name, v in ratios.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deltas", type=int, default=50_000)
-    figures = uvloop.run(measure(parser.parse_args().deltas))
-    print(json.dumps({"us_per_delta": figures}))
+    parser.add_argument("--rounds", type=int, default=0, help="end-to-end rounds (0: none)")
+    parser.add_argument("--scale", type=float, default=1.0, help="of the 500 streams")
+    args = parser.parse_args()
+    figures = uvloop.run(measure(args.deltas))
+    report: dict[str, object] = {"us_per_delta": figures}
+    if args.rounds:
+        report["end_to_end_vs_plain"] = end_to_end(args.rounds, args.scale)
+    print(json.dumps(report))
     plain = figures["plain"]
     for name, value in figures.items():
         print(f"{name}: {value:.2f} µs per delta, {value - plain:+.2f} µs against plain")
+    for name, ratio in report.get("end_to_end_vs_plain", {}).items():  # type: ignore[union-attr]
+        print(f"{name}, end to end: {ratio - 1:+.1%} CPU per delta (median of paired rounds)")
 
 
 if __name__ == "__main__":

@@ -109,9 +109,12 @@ def run_bench(module: str, *args: str) -> dict:
 
 
 def test_the_parts_bench_runs():
-    figures = run_bench("bench.parts", "--deltas", "500")["us_per_delta"]
+    report = run_bench("bench.parts", "--deltas", "500", "--rounds", "1", "--scale", "0.02")
+    figures = report["us_per_delta"]
     assert set(figures) == {"plain", "ui", "resumable", "ui+resumable"}
     assert all(value > 0 for value in figures.values()), figures
+    assert set(report["end_to_end_vs_plain"]) == {"ui", "resumable"}
+    assert all(ratio > 0 for ratio in report["end_to_end_vs_plain"].values()), report
 
 
 def test_the_heap_bench_names_the_owners_of_an_idle_stream():
