@@ -1,7 +1,7 @@
 """What the UI message stream and resumable answers add per delta:
 `uv run python -m bench.parts [--deltas N] [--rounds R]`.
 
-The end-to-end scenarios (conc500, conc500ui, conc500r) vary by 10-15% between runs on a
+The end-to-end scenarios (conc500, conc500ui, conc500r) vary by 10-30% between runs on a
 shared machine, more than the difference they would show. This isolates the one part that
 differs: the app's own work per delta (translating an upstream event into the dialect's
 frame, and handing it to the reader through the outbox, or through a resumable stream's
