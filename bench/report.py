@@ -71,4 +71,7 @@ def print_table(results: dict[str, dict], meta: dict) -> None:
         for scenario, what in (("conc500ui", "UI message stream"), ("conc500r", "resumable")):
             other = scenarios.get(scenario, {}).get("cpu_us_per_delta")
             if plain and other:
-                print(f"{name}: {what} at 500 streams: {other / plain - 1:+.0%} CPU per delta")
+                print(
+                    f"{name}: {what} at 500 streams: {other / plain - 1:+.0%} CPU per delta "
+                    "(one run each; `bench.parts --rounds 6` pairs them)"
+                )
