@@ -10,11 +10,9 @@ are sse-starlette's.
 """
 
 import argparse
-import asyncio
 import collections
 import gc
 import json
-import sys
 import threading
 import time
 import tracemalloc
@@ -24,8 +22,8 @@ import uvloop
 
 from app.config import Settings
 from app.main import create_app
-from bench.loadgen import stream
-from bench.run import Proc, free_port
+from bench.loadgen import stalled_streams, stream
+from bench.run import free_port, start_upstream
 
 OWNERS = (
     "/app/",
@@ -79,20 +77,11 @@ async def measure(port: int, n: int) -> dict:
     await stream(port, "warm", 10, 0.0)
     gc.collect()
     tracemalloc.start(16)
-    before = tracemalloc.take_snapshot().filter_traces(CLIENT)
-    opened = [asyncio.Event() for _ in range(n)]
-    tasks = [
-        asyncio.ensure_future(stream(port, f"heap-{i}", 10, 0.0, stall=True, headers_only=e))
-        for i, e in enumerate(opened)
-    ]
     try:
-        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in opened)), 120)
-        await asyncio.sleep(1.0)
-        held = tracemalloc.take_snapshot().filter_traces(CLIENT)
+        before = tracemalloc.take_snapshot().filter_traces(CLIENT)
+        async with stalled_streams(port, n, "heap"):
+            held = tracemalloc.take_snapshot().filter_traces(CLIENT)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         tracemalloc.stop()
     by_owner: collections.Counter[str] = collections.Counter()
     for diff in held.compare_to(before, "traceback"):
@@ -108,12 +97,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=300)
     args = parser.parse_args()
-    upstream_port = free_port()
-    upstream = Proc(
-        "upstream", [sys.executable, "bench/upstream.py", str(upstream_port)], upstream_port
-    )
+    upstream = start_upstream()
     try:
-        port, server = start_relay(upstream_port)
+        port, server = start_relay(upstream.port)
         figures = uvloop.run(measure(port, args.streams))
         server.should_exit = True
     finally:

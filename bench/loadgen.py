@@ -6,10 +6,11 @@ adds to each delta is the time of the read that brought it minus its stamp.
 """
 
 import asyncio
+import contextlib
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 STAMP = re.compile(rb"@(\d+);")
@@ -71,6 +72,25 @@ async def stream(
     except OSError as exc:
         result.error = type(exc).__name__
     return result
+
+
+@contextlib.asynccontextmanager
+async def stalled_streams(port: int, n: int, name: str) -> AsyncIterator[None]:
+    """`n` streams whose callers read the response's headers, then stop reading (the
+    upstream stalls after a few deltas): held open, idle, for the body of the `with`."""
+    opened = [asyncio.Event() for _ in range(n)]
+    tasks = [
+        asyncio.ensure_future(stream(port, f"{name}-{i}", 10, 0.0, stall=True, headers_only=e))
+        for i, e in enumerate(opened)
+    ]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in opened)), 120)
+        await asyncio.sleep(1.0)  # what the relay does with them has settled
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _read(reader, writer, result, deltas, close_after, on_delta, headers_only) -> None:

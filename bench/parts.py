@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from app.outbox import Outbox
 from app.translate import Answer, Dialect, translate
 from app.uistream import UI
 from bench import scenarios
-from bench.run import Proc, free_port, relay_factories
+from bench.run import free_port, relay_factories, start_upstream
 
 EVENT = b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello th"}}'
 PARTS = {
@@ -78,15 +77,16 @@ END_TO_END = {
 
 def end_to_end(rounds: int, scale: float) -> dict[str, float]:
     """The median over `rounds` of each round's CPU per delta against plain's."""
-    port = free_port()
-    upstream = Proc("upstream", [sys.executable, "bench/upstream.py", str(port)], port)
-    product = relay_factories(port, Path(tempfile.mkdtemp(prefix="bench-parts-")))["product"]
+    upstream = start_upstream()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-parts-"))
+    product = relay_factories(upstream.port, tmp)["product"]
     names = list(END_TO_END)
     ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
     try:
         for i in range(rounds):
             cost = {}
-            for name in names[i % 3 :] + names[: i % 3]:  # each goes first in turn
+            first = i % len(names)  # each goes first in turn
+            for name in names[first:] + names[:first]:
                 relay = product(free_port())
                 try:
                     figures = uvloop.run(END_TO_END[name](relay, upstream, scale))

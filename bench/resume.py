@@ -24,7 +24,7 @@ from pathlib import Path
 import uvloop
 
 from bench.loadgen import fetch_json, percentile
-from bench.run import Proc, free_port
+from bench.run import Proc, free_port, start_upstream
 
 FRAME_ID = re.compile(rb"\nid: (\d+)\n")
 REQUEST = (
@@ -135,8 +135,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="chat-relay-resume-"))
-    upstream_port, redis_port = free_port(), free_port()
-    upstream = Proc("upstream", ["python", "bench/upstream.py", str(upstream_port)], upstream_port)
+    redis_port = free_port()
+    upstream = start_upstream()
+    upstream_port = upstream.port
     redis = subprocess.Popen(
         [
             *("redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"),

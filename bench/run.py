@@ -110,6 +110,12 @@ class Proc:
             self.popen.kill()
 
 
+def start_upstream() -> Proc:
+    """The upstream stand-in (`bench/upstream.py`) on a free port."""
+    port = free_port()
+    return Proc("upstream", [sys.executable, "bench/upstream.py", str(port)], port)
+
+
 def relay_factories(upstream_port: int, tmp: Path) -> dict:
     py = sys.executable
     llm_env = {
@@ -200,11 +206,8 @@ def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = Path(tempfile.mkdtemp(prefix="chat-relay-bench-"))
-    upstream_port = free_port()
-    upstream = Proc(
-        "upstream", [sys.executable, "bench/upstream.py", str(upstream_port)], upstream_port
-    )
-    factories = relay_factories(upstream_port, tmp)
+    upstream = start_upstream()
+    factories = relay_factories(upstream.port, tmp)
     wanted = args.relays or [k for k in factories if k != "product-2w"]  # that one if named
     chosen = {k: v for k, v in factories.items() if k in wanted}
     results: dict[str, dict] = {name: {} for name in chosen}

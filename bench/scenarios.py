@@ -5,7 +5,7 @@ import asyncio
 import gc
 import time
 
-from bench.loadgen import fetch_json, percentile, stream
+from bench.loadgen import fetch_json, percentile, stalled_streams, stream
 
 
 async def warm(relay) -> None:
@@ -188,21 +188,8 @@ async def idle_memory(relay, upstream, scale: float) -> dict:
     gc.collect()
     await asyncio.sleep(0.5)
     before = relay.rss()
-    events = [asyncio.Event() for _ in range(n)]
-    tasks = [
-        asyncio.ensure_future(
-            stream(relay.port, f"idle-{i}", 10, 0.0, stall=True, headers_only=events[i])
-        )
-        for i in range(n)
-    ]
-    try:
-        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 60)
-        await asyncio.sleep(1.0)
+    async with stalled_streams(relay.port, n, "idle"):
         held = relay.rss()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
     return {
         "streams": n,
         "rss_before_mb": before / 2**20,
