@@ -3,8 +3,8 @@ or `error` (the contract in the README), for curl and the page."""
 
 from typing import Any
 
+from app.dialect import Answer, Dialect
 from app.sse import delta_frame, encode_frame, error_frame
-from app.translate import Answer, Dialect
 
 
 def start_frame(answer: Answer) -> bytes:

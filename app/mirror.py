@@ -25,10 +25,10 @@ import anyio
 from redis.exceptions import RedisError
 
 from app.cluster import Cluster
+from app.dialect import Dialect
 from app.frames import RELAY
 from app.journal import Journal
 from app.keys import frames_key, owner_key
-from app.translate import Dialect
 
 if TYPE_CHECKING:
     from app.stream import Stream

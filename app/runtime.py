@@ -21,13 +21,13 @@ from app.ask import Ask
 from app.attachments import without_data
 from app.cluster import Cluster
 from app.config import Settings
+from app.dialect import Dialect
 from app.errors import ApiError, shutting_down
 from app.frames import RELAY
 from app.journal import Journal
 from app.kept import Kept
 from app.mirror import Mirror, RemoteReader
 from app.stream import Stream
-from app.translate import Dialect
 from app.uimessages import CHAT_ID
 from app.uistream import UI
 from app.watchdog import Watchdog

@@ -21,11 +21,12 @@ import anyio
 
 from app import telemetry
 from app.ask import Tally
+from app.dialect import Dialect
 from app.errors import SHUTDOWN, ApiError, shutting_down
 from app.frames import RELAY
 from app.journal import Journal
 from app.outbox import Outbox
-from app.translate import Answer, Dialect, failure_frames, message_started, translate
+from app.translate import Answer, failure_frames, message_started, translate
 from app.upstream import READ_ERRORS, drain, open_upstream, read_failure
 
 # The last frame of a stream the relay ended after its start, by why it ended.

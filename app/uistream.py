@@ -8,8 +8,8 @@ SSE comments (app/response.py): a `data:` ping would fail the client's schema ch
 
 from typing import Any
 
+from app.dialect import Answer, Dialect
 from app.sse import compact_json, quote
-from app.translate import Answer, Dialect
 
 TEXT_ID = "text-0"  # one text part per answer
 REASONING_ID = "reasoning-0"  # and one reasoning part, first (thinking on request)

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import uvloop
 
+from app.dialect import Answer, Dialect
 from app.frames import RELAY
 from app.journal import Journal
 from app.outbox import Outbox
-from app.translate import Answer, Dialect, translate
+from app.translate import translate
 from app.uistream import UI
 from bench import scenarios
 from bench.run import free_port, relay_factories, start_upstream
