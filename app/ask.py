@@ -60,6 +60,9 @@ class Ask:
     dialect: str = "relay"  # or "ui": the AI SDK's UI message stream (app/uimessages.py)
     chat_id: str | None = None  # a useChat body's chat id
     attached: Tally = field(default_factory=Tally)  # its images and PDFs (app/attachments.py)
+    tools: bool = False  # tools in play: declared, or server tools on (app/tools.py)
+    steps: int = 1  # upstream requests the answer may make (MAX_TOOL_STEPS with server tools)
+    message_id: str | None = None  # the UI message the answer continues, if any
 
 
 def base_params(

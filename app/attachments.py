@@ -67,21 +67,6 @@ class DocumentBlock(BaseModel):
     title: Annotated[NonEmptyText, Field(max_length=500)] | None = None
 
 
-Block = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]
-Blocks = Annotated[list[Block], Field(min_length=1)]
-
-
-def check_turns(turns: list[dict[str, Any]], settings: Settings) -> Tally:
-    """Check every image and document of the upstream-bound turns; 4xx on the first bad one."""
-    tally = Tally()
-    for t, turn in enumerate(turns):
-        content = turn["content"]
-        if not isinstance(content, str):
-            for b, block in enumerate(content):
-                check_block(block, turn["role"], f"messages.{t}.content.{b}", settings, tally)
-    return tally
-
-
 def check_block(
     block: dict[str, Any], role: str, where: str, settings: Settings, tally: Tally
 ) -> None:

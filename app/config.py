@@ -5,6 +5,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# Anthropic's server tools a relay may enable (app/servertools.py keeps the same list).
+SERVER_TOOLS = ("web_search", "web_fetch", "code_execution")
+
 # Model names (prefixes) from before adaptive thinking: they think within a token budget.
 BUDGET_MODELS = [
     "claude-3-",
@@ -96,6 +99,19 @@ class Settings(BaseSettings):
     prompt_caching: Literal["auto", "off"] = "auto"
     prompt_cache_ttl: Literal["5m", "1h"] = "5m"
 
+    # Tools. A caller's definitions are bounded before validation: how many, and their
+    # bytes as JSON. SERVER_TOOLS (web_search, web_fetch, code_execution; each use is billed)
+    # adds Anthropic's server tools to every request, at the newest versions the SDK knows,
+    # the web ones with SERVER_TOOL_MAX_USES and a domain allow or block list. An answer
+    # makes at most MAX_TOOL_STEPS upstream requests (a paused turn is continued).
+    max_tools: int = Field(64, ge=0)
+    max_tool_bytes: int = Field(256 * 1024, ge=1)
+    server_tools: Annotated[list[str], NoDecode] = []
+    server_tool_max_uses: int = Field(5, ge=1)
+    web_allowed_domains: Annotated[list[str], NoDecode] = []
+    web_blocked_domains: Annotated[list[str], NoDecode] = []
+    max_tool_steps: int = Field(8, ge=1)
+
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     log_content: bool = False
 
@@ -105,7 +121,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     @field_validator(
-        "allowed_models", "cors_origins", "allowed_hosts", "thinking_budget_models", mode="before"
+        "allowed_models",
+        "cors_origins",
+        "allowed_hosts",
+        "thinking_budget_models",
+        "server_tools",
+        "web_allowed_domains",
+        "web_blocked_domains",
+        mode="before",
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -129,6 +152,22 @@ class Settings(BaseSettings):
     def _blank_key_is_none(cls, value: object) -> object:
         # `ANTHROPIC_API_KEY=` in a .env file means "no key" (demo mode); likewise the token.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("server_tools")
+    @classmethod
+    def _known_server_tools(cls, value: list[str]) -> list[str]:
+        unknown = [tool for tool in value if tool not in SERVER_TOOLS]
+        if unknown:
+            raise ValueError(
+                f"SERVER_TOOLS: unknown {unknown[0]!r} (known: {', '.join(SERVER_TOOLS)})"
+            )
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _one_domain_list(self) -> "Settings":
+        if self.web_allowed_domains and self.web_blocked_domains:  # the API's rule
+            raise ValueError("set WEB_ALLOWED_DOMAINS or WEB_BLOCKED_DOMAINS, not both")
+        return self
 
     @model_validator(mode="after")
     def _default_model_is_allowed(self) -> "Settings":

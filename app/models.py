@@ -1,7 +1,7 @@
 """The request body of `POST /api/chat` in the relay's own dialect, and the one entry for
 both dialects (a useChat body goes to app/uimessages.py)."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import jiter
 from pydantic import (
@@ -15,12 +15,13 @@ from pydantic import (
 )
 
 from app.ask import Ask, ModelName, NonEmptyText, Text, base_params
-from app.attachments import Blocks, check_turns
 from app.config import Settings
 from app.errors import ApiError, invalid_request
+from app.tools import ToolChoice, ToolDefinition, check_tools, tool_params
+from app.turns import Blocks, check_turns
 from app.uimessages import PARTS_PER_TURN, check_parts, is_ui_body, ui_params
 
-ACCEPTED = "message, messages, system, model, max_tokens, thinking, resumable"
+ACCEPTED = "message, messages, system, model, max_tokens, thinking, resumable, tools, tool_choice"
 
 
 # A turn's content: text, or blocks of text, images and PDFs (app/attachments.py).
@@ -48,6 +49,9 @@ class ChatRequest(BaseModel):
     thinking: StrictBool = False
     # Ask for an answer that survives a dropped connection (see RESUME_WINDOW).
     resumable: StrictBool = False
+    # The caller's tools (app/tools.py), and how Claude may use them.
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoice | None = None
 
     @model_validator(mode="after")
     def _one_conversation(self) -> "ChatRequest":
@@ -82,6 +86,7 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
         )
     ui = is_ui_body(data)
     check_parts(data, "parts" if ui else "content", settings.max_turns * PARTS_PER_TURN)
+    check_tools(data.get("tools"), settings)
     del data, turns  # attachments make a body large: hold one copy of it at a time
     if ui:
         return ui_params(body, settings)
@@ -96,4 +101,12 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
     params = base_params(
         request.model, request.max_tokens, request.system, messages, settings, request.thinking
     )
-    return Ask(params, request.resumable, attached=tally)
+    params.update(tool_params(request.tools, request.tool_choice, request.thinking, settings))
+    return Ask(params, request.resumable, attached=tally, **in_play(params, settings))
+
+
+def in_play(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Whether tools are in play for an answer, and how many upstream requests it may make
+    (server tools pause long turns: the relay continues them)."""
+    steps = settings.max_tool_steps if settings.server_tools else 1
+    return {"tools": "tools" in params, "steps": steps}

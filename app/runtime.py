@@ -97,6 +97,9 @@ class Runtime:
             ask.chat_id,
             partial(self.let_go, held),
             ask.attached,
+            ask.tools,
+            ask.steps,
+            ask.message_id,
         )
         self._spawn(self._life(stream, log_content))
         return stream

@@ -26,7 +26,7 @@ from app.errors import SHUTDOWN, ApiError, shutting_down
 from app.frames import RELAY
 from app.journal import Journal
 from app.outbox import Outbox
-from app.translate import Answer, failure_frames, message_started, translate
+from app.translate import Answer, failure_frames, message_started, next_step, translate
 from app.upstream import READ_ERRORS, drain, open_upstream, read_failure
 
 # The last frame of a stream the relay ended after its start, by why it ended.
@@ -55,6 +55,9 @@ class Stream:
     # Gives back what the request body held of MAX_HELD_BODY_BYTES (app/body.py), once.
     let_go: Callable[[], None] | None = None
     attached: Tally = field(default_factory=Tally)  # its images and PDFs, for the log line
+    tools: bool = False  # tools in play (app/tools.py): tool blocks shown, content kept
+    max_steps: int = 1  # upstream requests it may make (pause_turn is continued)
+    message_id: str | None = None  # the UI message it continues, if any
     answer: Answer = field(init=False)
     outbox: Outbox | Journal = field(default_factory=Outbox)
     _expiry: asyncio.TimerHandle | None = None
@@ -76,7 +79,14 @@ class Stream:
 
     def __post_init__(self) -> None:
         self.model = self.params["model"]
-        self.answer = Answer(self.mode, self.dialect, "thinking" in self.params)
+        self.answer = Answer(
+            self.mode,
+            self.dialect,
+            "thinking" in self.params,
+            tools=self.tools,
+            max_steps=self.max_steps,
+            message_id=self.message_id,
+        )
         if self.resume_window > 0:
             self.answer.stream_id = secrets.token_urlsafe(24)
             self.outbox = Journal()
@@ -185,13 +195,30 @@ class Stream:
         """The stream's task: runs until the answer is complete, failed, or ended."""
         try:
             with self.scope:
-                await self._attempts()
+                await self._steps()
         finally:
             if self.outcome is None:  # ended from outside (or the task was cancelled)
                 self._ended(self.ended_by or "cancelled")
             self.outbox.close()
             if self._expiry is not None:  # nothing left to expire
                 self._expiry.cancel()
+
+    async def _steps(self) -> None:
+        # One answer, several upstream requests when a step ends in `pause_turn`: each
+        # asks again with the turn so far, inside the same scope, so every way a stream
+        # ends still ends them all.
+        while True:
+            await self._attempts()
+            if not self.answer.paused or self.outcome is not None:
+                return
+            # The caller's turns (without the turn an earlier continuation appended), then
+            # the assistant's turn so far: the API continues it.
+            turns = self.params["messages"]
+            turns = turns[:-1] if self.answer.steps > 1 else turns
+            turn = {"role": "assistant", "content": list(self.answer.content)}
+            self.params = {**self.params, "messages": [*turns, turn]}
+            next_step(self.answer)
+            self.attempts = 0
 
     async def _attempts(self) -> None:
         # One loop, every await in it interruptible by the scope: connect, backoff,
@@ -203,7 +230,7 @@ class Stream:
                 await self._attempt()
                 return
             except ApiError as failure:
-                shown = self.answer.part is not None  # never shown twice
+                shown = self.answer.step_shown  # never shown twice
                 if shown or not failure.retryable or self.attempts > self.retries:
                     self._failed(failure)
                     return
@@ -222,12 +249,13 @@ class Stream:
             async for name, data in upstream.events:
                 frame = translate(answer, name, data)
                 if frame is not None:
-                    if self.first_delta is None and answer.part is not None:
+                    if self.first_delta is None and answer.shown:
                         self.first_delta = time.monotonic()
-                        self.drop_conversation()  # no retry from here on
+                        if self.max_steps == 1:  # no retry nor next step from here on
+                            self.drop_conversation()
                     await outbox.put(frame)
-                    if answer.done:
-                        self.outcome = "done"
+                    if answer.done or answer.paused:
+                        self.outcome = "done" if answer.done else None
                         await drain(upstream)
                         return
                 self.waiting_since = clock()  # for the next event from here

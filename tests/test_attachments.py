@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.ask import Tally
-from app.attachments import check_turns, from_data_url, without_data
+from app.attachments import from_data_url, without_data
 from app.config import Settings
 from app.errors import ApiError
+from app.turns import check_turns
 from tests.fake_upstream import answer
 from tests.support import FILE_STARTS, file_block, file_data, post_chat, ui_body
 

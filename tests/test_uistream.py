@@ -22,7 +22,7 @@ def answered(stop_reason: str, texts: list[str]) -> list:
     message_started(answer, b'{"message": {"id": "msg_1", "model": "m", "usage": {}}}')
     out = b""
     for text in texts:
-        delta = {"delta": {"type": "text_delta", "text": text}}
+        delta = {"index": 0, "delta": {"type": "text_delta", "text": text}}
         out += translate(answer, b"content_block_delta", json.dumps(delta).encode()) or b""
     end = {"delta": {"stop_reason": stop_reason}, "usage": {"output_tokens": 3}}
     translate(answer, b"message_delta", json.dumps(end).encode())
@@ -60,22 +60,27 @@ def test_deltas_arrive_as_sent_even_a_lone_surrogate():
 
 def test_an_answer_with_no_text_opens_no_text_part():
     sent = answered("end_turn", [])
-    assert [c if c == b"[DONE]" else c["type"] for c in sent] == ["start", "finish", b"[DONE]"]
+    assert [c if c == b"[DONE]" else c["type"] for c in sent] == [
+        "start",
+        "start-step",
+        "finish-step",
+        "finish",
+        b"[DONE]",
+    ]
 
 
 def thought_then_answered(dialect) -> bytes:
     answer = Answer("live", dialect, thinking=True)
     message_started(answer, b'{"message": {"id": "msg_1", "model": "m", "usage": {}}}')
     out = b""
-    for delta in (
-        {"type": "thinking_delta", "thinking": "Hmm, "},
-        {"type": "thinking_delta", "thinking": "yes."},
-        {"type": "signature_delta", "signature": "SECRET-SIGNATURE"},
-        {"type": "text_delta", "text": "Answer."},
+    for index, delta in (
+        (0, {"type": "thinking_delta", "thinking": "Hmm, "}),
+        (0, {"type": "thinking_delta", "thinking": "yes."}),
+        (0, {"type": "signature_delta", "signature": "SECRET-SIGNATURE"}),
+        (1, {"type": "text_delta", "text": "Answer."}),
     ):
-        out += (
-            translate(answer, b"content_block_delta", json.dumps({"delta": delta}).encode()) or b""
-        )
+        payload = {"index": index, "delta": delta}
+        out += translate(answer, b"content_block_delta", json.dumps(payload).encode()) or b""
     return out + translate(answer, b"message_stop", b"{}")  # type: ignore[operator]
 
 
@@ -84,6 +89,7 @@ def test_thinking_streams_as_a_reasoning_part_before_the_text():
     kinds = [c if c == b"[DONE]" else c["type"] for c in sent]
     assert kinds == [
         "start",
+        "start-step",
         "reasoning-start",
         "reasoning-delta",
         "reasoning-delta",
@@ -91,6 +97,7 @@ def test_thinking_streams_as_a_reasoning_part_before_the_text():
         "text-start",
         "text-delta",
         "text-end",
+        "finish-step",
         "finish",
         b"[DONE]",
     ]
@@ -110,5 +117,5 @@ def test_thinking_frames_in_the_relays_own_dialect():
 def test_thinking_nobody_asked_for_is_not_shown():
     answer = Answer("live", RELAY)  # thinking not asked for
     message_started(answer, b'{"message": {"id": "msg_1", "model": "m", "usage": {}}}')
-    delta = {"delta": {"type": "thinking_delta", "thinking": "unasked"}}
+    delta = {"index": 0, "delta": {"type": "thinking_delta", "thinking": "unasked"}}
     assert translate(answer, b"content_block_delta", json.dumps(delta).encode()) is None

@@ -40,10 +40,12 @@ def test_the_wire_format(relay, upstream):
     chunks = ui_chunks(reply.text)
     assert [c if c == "[DONE]" else c["type"] for c in chunks] == [
         "start",
+        "start-step",
         "text-start",
         "text-delta",
         "text-delta",
         "text-end",
+        "finish-step",
         "finish",
         "[DONE]",
     ]
@@ -81,7 +83,7 @@ def test_conversion_of_earlier_turns(relay, upstream):
 def test_a_dropped_answer_resumes_whole_with_one_upstream_request(relay, upstream):
     upstream.push(answer(*WORDS, delay=0.03))
     dropped = usechat(relay.url, "drop", CHAT, chunks=6)
-    assert dropped["chunks"][:3] == ["start", "text-start", "text-delta"]
+    assert dropped["chunks"][:4] == ["start", "start-step", "text-start", "text-delta"]
     resumed = usechat(relay.url, "resume", CHAT)
     assert resumed["text"] == "".join(WORDS), "rebuilt from the replay: whole, nothing twice"
     assert resumed["metadata"]["stop_reason"] == "end_turn"
