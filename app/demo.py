@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx2
 
+from app import demotools
+
 DEMO_BASE_URL = "http://demo.chat-relay.invalid"
 
 
@@ -100,8 +102,17 @@ def _delta(index: int, delta: dict[str, Any]) -> bytes:
 async def _stream(request: dict[str, Any], delay: float) -> AsyncIterator[bytes]:
     model = request.get("model", "demo")
     usage = _usage(request)
+    found, call = demotools.results(request), demotools.call_for(request)
+    asked = demotools.question(request)
+    searched = demotools.search(asked) if demotools.searches(request) else None
+    if found:
+        text = demotools.answer_to_results(found)
+    elif call:
+        text = f"**Demo mode.** The question names `{call[1]}`, so I call it. "
+    else:
+        text = demo_answer(request)
     # Words with their trailing whitespace: about one token each, and a human pace.
-    answer = re.findall(r"\S+\s*|\s+", demo_answer(request))
+    answer = re.findall(r"\S+\s*|\s+", text)
     tokens = answer[: request["max_tokens"]]
     stop_reason = "end_turn" if len(tokens) == len(answer) else "max_tokens"
     thoughts = re.findall(r"\S+\s*", demo_thinking(request)) if "thinking" in request else []
@@ -126,13 +137,37 @@ async def _stream(request: dict[str, Any], delay: float) -> AsyncIterator[bytes]
             await asyncio.sleep(delay)
             yield _delta(index, {"type": "thinking_delta", "thinking": thought})
         yield _delta(index, {"type": "signature_delta", "signature": "demo-signature"})
-        yield _event("content_block_stop", {"type": "content_block_stop", "index": index})
+        yield _stop(index)
         index += 1
-    yield _block_start(index, {"type": "text", "text": ""})
+    text_block: dict[str, Any] = {"type": "text", "text": ""}
+    if searched:  # a pretend web search, then an answer that cites it
+        use, result, _ = searched
+        yield _block_start(index, use)
+        query = json.dumps({"query": asked[:100]})
+        yield _delta(index, {"type": "input_json_delta", "partial_json": query})
+        yield _stop(index)
+        yield _block_start(index + 1, result)
+        yield _stop(index + 1)
+        index += 2
+        text_block["citations"] = []
+    yield _block_start(index, text_block)
+    if searched:
+        yield _delta(index, {"type": "citations_delta", "citation": searched[2]})
     for token in tokens:
         await asyncio.sleep(delay)
         yield _delta(index, {"type": "text_delta", "text": token})
-    yield _event("content_block_stop", {"type": "content_block_stop", "index": index})
+    yield _stop(index)
+    if call:  # a tool call, its input in three pieces
+        call_id, name, arguments = call
+        index += 1
+        yield _block_start(index, {"type": "tool_use", "id": call_id, "name": name, "input": {}})
+        third = len(arguments) // 3 + 1
+        for start in range(0, len(arguments), third):
+            await asyncio.sleep(delay)
+            piece = arguments[start : start + third]
+            yield _delta(index, {"type": "input_json_delta", "partial_json": piece})
+        yield _stop(index)
+        stop_reason = "tool_use"
     yield _event(
         "message_delta",
         {
@@ -142,6 +177,10 @@ async def _stream(request: dict[str, Any], delay: float) -> AsyncIterator[bytes]
         },
     )
     yield _event("message_stop", {"type": "message_stop"})
+
+
+def _stop(index: int) -> bytes:
+    return _event("content_block_stop", {"type": "content_block_stop", "index": index})
 
 
 class DemoTransport(httpx2.AsyncBaseTransport):

@@ -1,7 +1,7 @@
 """The request body of `POST /api/chat` in the relay's own dialect, and the one entry for
 both dialects (a useChat body goes to app/uimessages.py)."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import jiter
 from pydantic import (
@@ -17,7 +17,7 @@ from pydantic import (
 from app.ask import Ask, ModelName, NonEmptyText, Text, base_params
 from app.config import Settings
 from app.errors import ApiError, invalid_request
-from app.tools import ToolChoice, ToolDefinition, check_tools, tool_params
+from app.tools import ToolChoice, ToolDefinition, check_tools, in_play, tool_params
 from app.turns import Blocks, check_turns
 from app.uimessages import PARTS_PER_TURN, check_parts, is_ui_body, ui_params
 
@@ -103,10 +103,3 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
     )
     params.update(tool_params(request.tools, request.tool_choice, request.thinking, settings))
     return Ask(params, request.resumable, attached=tally, **in_play(params, settings))
-
-
-def in_play(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Whether tools are in play for an answer, and how many upstream requests it may make
-    (server tools pause long turns: the relay continues them)."""
-    steps = settings.max_tool_steps if settings.server_tools else 1
-    return {"tools": "tools" in params, "steps": steps}

@@ -120,3 +120,10 @@ def tool_params(
 
 def _invalid(message: str) -> ApiError:
     return ApiError(422, "invalid_request_error", message)
+
+
+def in_play(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Whether tools are in play for an answer, and how many upstream requests it may make
+    (server tools pause long turns: the relay continues them)."""
+    steps = settings.max_tool_steps if settings.server_tools else 1
+    return {"tools": "tools" in params, "steps": steps}

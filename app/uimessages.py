@@ -2,14 +2,18 @@
 
 Its shape: `id` (the chat id), `messages` (UIMessages: `id`, `role`, `parts`), `trigger`,
 `messageId`, and what the app puts in the transport's `body` option: `model`,
-`max_tokens`, `system`, `resumable`. `text` parts become a turn's text blocks, a user's
-`file` parts (base64 `data:` URLs of images and PDFs) its image and document blocks, checked
-like the relay's own (app/attachments.py); `system` messages the system prompt; reasoning,
-tool, source, data and step parts of earlier turns, and an assistant's files, are dropped
-(the upstream would refuse most of them without their signatures and ids), and so is a turn
-left with nothing. The bounds are the relay's own dialect's (app/ask.py).
+`max_tokens`, `system`, `thinking`, `resumable`, `tools`, `tool_choice`. `text` parts become
+a turn's text blocks, a user's `file` parts (base64 `data:` URLs of images and PDFs) its
+image and document blocks, checked like the relay's own (app/attachments.py); `system`
+messages the system prompt. An assistant message is split at its `step-start` parts, as
+`convertToModelMessages` with `@ai-sdk/anthropic` does: each tool part with an output becomes
+a `tool_use` in the assistant's turn and a `tool_result` in the user turn after it, reasoning
+with a signature a thinking block again; tool calls without an output and Anthropic's server
+tool parts are dropped (their text stays), and so are source, data and file parts of an
+assistant, and a turn left with nothing. The bounds are the relay's own dialect's.
 """
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -18,9 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from app.ask import Ask, ModelName, Tally, Text, base_params
 from app.attachments import check_block, from_data_url
 from app.config import Settings
+from app.dialect import RELAY_TOOL_PREFIX
 from app.errors import ApiError, invalid_request
+from app.tools import ToolChoice, ToolDefinition, in_play, tool_params
+from app.turns import check_pairs
 
-ACCEPTED = "id, messages, trigger, messageId, model, max_tokens, system, thinking, resumable"
+ACCEPTED = (
+    "id, messages, trigger, messageId, model, max_tokens, system, thinking, resumable, tools, "
+    "tool_choice"
+)
 # A resumable chat's id is the capability to read and stop its answer: the AI SDK makes 16
 # of 62 symbols (95 bits); shorter ones could be guessed.
 CHAT_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -30,9 +40,18 @@ Short = Annotated[StrictStr, Field(max_length=256)]
 class UIPart(BaseModel):
     model_config = ConfigDict(extra="allow")  # state, providerMetadata, ...: not ours
 
-    type: Annotated[StrictStr, Field(max_length=64)]
+    type: Annotated[StrictStr, Field(max_length=128)]  # `tool-<name>`: up to 69
     text: Text | None = None
     url: StrictStr | None = None  # a `file` part's data: URL
+    # A tool part's (`tool-<name>`, `dynamic-tool`) and a reasoning part's.
+    toolCallId: Short | None = None
+    toolName: Short | None = None
+    state: Short | None = None
+    input: Any = None
+    output: Any = None
+    errorText: Text | None = None
+    providerExecuted: StrictBool | None = None
+    providerMetadata: dict[str, Any] | None = None
 
 
 class UIMessage(BaseModel):
@@ -55,6 +74,8 @@ class UIChatRequest(BaseModel):
     system: Text | None = None
     thinking: StrictBool = False
     resumable: StrictBool = False
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoice | None = None
 
 
 # Parts (or content blocks) a conversation may hold in all, per turn it may hold
@@ -100,25 +121,104 @@ def ui_params(body: bytes, settings: Settings) -> Ask:
     turns: list[dict[str, Any]] = []
     tally = Tally()
     for m, message in enumerate(request.messages):
-        blocks = _blocks(m, message, settings, tally)
         if message.role == "system":
+            blocks = _blocks(m, message, settings, tally)
             system += [block["text"] for block in blocks if block["type"] == "text"]
-        elif blocks:
-            if turns and turns[-1]["role"] == message.role:  # the upstream wants turns
-                turns[-1]["content"] += blocks  # to alternate: one turn of both
+            continue
+        for role, blocks in _turns(m, message, settings, tally):
+            if turns and turns[-1]["role"] == role:  # the upstream wants turns to
+                turns[-1]["content"] += blocks  # alternate: one turn of both
             else:
-                turns.append({"role": message.role, "content": blocks})
+                turns.append({"role": role, "content": blocks})
     if not turns or turns[-1]["role"] != "user":
         raise ApiError(
             422,
             "invalid_request_error",
             "messages: must end with a user message with text or a file",
         )
+    check_pairs(turns)
     joined = "\n\n".join(system) or None
     params = base_params(
         request.model, request.max_tokens, joined, turns, settings, request.thinking
     )
-    return Ask(params, request.resumable, "ui", request.id, tally)
+    params.update(tool_params(request.tools, request.tool_choice, request.thinking, settings))
+    last = request.messages[-1]
+    # Tool outputs were added to the assistant's message: the answer continues it.
+    continued = last.id if last.role == "assistant" else None
+    return Ask(
+        params,
+        request.resumable,
+        "ui",
+        request.id,
+        tally,
+        message_id=continued,
+        **in_play(params, settings),
+    )
+
+
+def _turns(
+    m: int, message: UIMessage, settings: Settings, tally: Tally
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """A user's message as one turn; an assistant's as a turn per step, each followed by a
+    user turn of its tools' results."""
+    if message.role == "user":
+        return [("user", _blocks(m, message, settings, tally))]
+    turns: list[tuple[str, list[dict[str, Any]]]] = []
+    calls: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for p, part in enumerate(message.parts):
+        if part.type == "step-start":
+            turns += [("assistant", calls), ("user", results)]
+            calls, results = [], []
+        elif part.type == "text" and part.text and part.text.strip():
+            calls.append({"type": "text", "text": part.text})
+        elif part.type == "reasoning":
+            calls += _thinking(part)
+        elif part.type.startswith("tool-") or part.type == "dynamic-tool":
+            name = part.type[5:] if part.type != "dynamic-tool" else part.toolName or ""
+            pair = _tool_pair(f"messages.{m}.parts.{p}", name, part)
+            if pair is not None:
+                calls.append(pair[0])
+                results.append(pair[1])
+    turns += [("assistant", calls), ("user", results)]
+    return [(role, blocks) for role, blocks in turns if blocks]
+
+
+def _thinking(part: UIPart) -> list[dict[str, Any]]:
+    """A reasoning part as the thinking block it came from (its signature, or the data of
+    redacted thinking, in `providerMetadata.anthropic`); without them, nothing."""
+    meta = (part.providerMetadata or {}).get("anthropic")
+    if not isinstance(meta, dict):
+        return []
+    if isinstance(meta.get("signature"), str):
+        text = part.text or ""
+        return [{"type": "thinking", "thinking": text, "signature": meta["signature"]}]
+    if isinstance(meta.get("redactedData"), str):
+        return [{"type": "redacted_thinking", "data": meta["redactedData"]}]
+    return []
+
+
+def _tool_pair(where: str, name: str, part: UIPart) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A tool part with an output as its `tool_use` and `tool_result` blocks; None for a call
+    without one, and for Anthropic's server tools (the relay's own are kept)."""
+    if part.state not in ("output-available", "output-error"):
+        return None
+    if part.providerExecuted and not name.startswith(RELAY_TOOL_PREFIX):
+        return None
+    if not part.toolCallId or not name:
+        raise ApiError(422, "invalid_request_error", f"{where}: a tool part needs its id and name")
+    if not isinstance(part.input, dict):
+        raise ApiError(422, "invalid_request_error", f"{where}.input: must be an object")
+    call = {"type": "tool_use", "id": part.toolCallId, "name": name, "input": part.input}
+    result: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.toolCallId}
+    if part.state == "output-error":
+        result.update(content=part.errorText or "The tool failed.", is_error=True)
+    else:
+        output = part.output
+        text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
+        if text:
+            result["content"] = text
+    return call, result
 
 
 def _blocks(m: int, message: UIMessage, settings: Settings, tally: Tally) -> list[dict[str, Any]]:
