@@ -29,7 +29,9 @@ import uvicorn
 import uvloop
 
 from app.config import Settings
+from app.dialect import Answer
 from app.main import create_app
+from app.translate import message_started, translate
 from tests.fake_upstream import answer, last_text
 
 T = TypeVar("T")
@@ -533,6 +535,21 @@ def ui_chunks(raw: str) -> list[Any]:
         if line.startswith("data: "):
             payload = line[6:]
             out.append(payload if payload == "[DONE]" else json.loads(payload))
+    return out
+
+
+def play(answer: Answer, script: list[Any]) -> bytes:
+    """A fake upstream's script (tests/fake_upstream.py) through the pure translation: the
+    bytes the caller would get."""
+    out = b""
+    for step in script:
+        if step[0] != "event":
+            continue
+        name, payload = step[1].encode(), json.dumps(step[2]).encode()
+        if name == b"message_start":
+            message_started(answer, payload)
+        else:
+            out += translate(answer, name, payload) or b""
     return out
 
 
