@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.fake_upstream import answer, text_block, tool_answer, tool_block
-from tests.support import post_chat, ui_body, ui_chunks
+from tests.support import frames_with_ids, open_and_drop, post_chat, resume, ui_body, ui_chunks
 
 WEATHER = {
     "name": "weather",
@@ -212,3 +212,29 @@ def test_a_round_trip_in_the_ui_dialect_continues_the_same_message(relay, upstre
     ]
     assert turns[2]["content"][0]["tool_use_id"] == "toolu_7"
     assert json.loads(turns[2]["content"][0]["content"]) == {"celsius": -3}
+
+
+def test_a_resumed_answer_replays_its_tool_frames_exactly(relay, upstream):
+    paced = [
+        step
+        for s in tool_answer(
+            text_block(0, ["One ", "two "]),
+            tool_block(1, "toolu_r", "weather", ['{"city":', ' "Rome"}']),
+        )
+        for step in (("sleep", 0.02), s)
+    ]
+    upstream.push(paced)
+    seen = open_and_drop(relay.url, 1, {"tools": [WEATHER]})
+    stream_id = seen[0][2]["stream_id"]
+    replay = frames_with_ids(resume(relay.url, stream_id).text.split("\n"))
+    assert replay[: len(seen)] == seen, "what the first reader saw, frame for frame"
+    names = [name for _, name, _ in replay]
+    assert names[names.index("tool_start") :] == [
+        "tool_start",
+        "tool_delta",
+        "tool_delta",
+        "tool_call",
+        "done",
+    ]
+    assert replay[-1][2]["content"][1]["input"] == {"city": "Rome"}
+    assert len(upstream.requests) == 1
