@@ -34,11 +34,12 @@ def tool_start(call: Call) -> bytes:
     return encode_frame(b"tool_start", {"id": call.id, "name": call.name, "run_by": call.run_by})
 
 
-def tool_delta(call: Call, piece: str) -> bytes:
-    # As hot as a text delta: one escape of the piece, the id's escape on top.
-    return (
-        b'event: tool_delta\ndata: {"id":' + quote(call.id) + b',"json":' + quote(piece) + b"}\n\n"
-    )
+def tool_head(call: Call) -> bytes:
+    return b'event: tool_delta\ndata: {"id":' + quote(call.id) + b',"json":'
+
+
+def tool_delta(head: bytes, piece: str) -> bytes:
+    return head + quote(piece) + b"}\n\n"  # as hot as a text delta: one escape
 
 
 def tool_call(call: Call, tool_input: Any, error: str | None) -> bytes:
@@ -70,6 +71,7 @@ RELAY = Dialect(
     thought=thinking_frame,
     redacted=_nothing,  # opaque: only `done.content` carries it
     tool_start=tool_start,
+    tool_head=tool_head,
     tool_delta=tool_delta,
     tool_input=tool_call,
     tool_output=tool_result,

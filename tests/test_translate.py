@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from app.dialect import Block, Call
 from app.errors import ApiError
 from app.frames import RELAY
 from app.translate import Answer, failure_frames, message_started, next_step, translate
@@ -387,13 +386,13 @@ def test_without_tools_in_play_tool_blocks_are_skipped_and_no_content_kept():
 def test_a_tool_delta_costs_what_a_text_delta_costs():
     # One append and one encode each; neither grows with what came before.
     answer = tooled()
-    play(answer, tool_answer(tool_block(0, "t", "x", []))[:2])
-    answer.blocks[0] = Block({"type": "tool_use"}, Call("t", "x", "caller"))
+    play(answer, tool_answer(tool_block(0, "t", "x", []))[:2])  # its start, no input yet
     piece = event({"index": 0, "delta": {"type": "input_json_delta", "partial_json": "ab"}})
     first = translate(answer, b"content_block_delta", piece)
     for _ in range(10_000):
         later = translate(answer, b"content_block_delta", piece)
-    assert first == later and len(answer.blocks[0].pieces) == 10_001
+    assert first == later == b'event: tool_delta\ndata: {"id":"t","json":"ab"}\n\n'
+    assert len(answer.blocks[0].pieces) == 10_001
 
 
 def ui_of(raw: bytes) -> list:
