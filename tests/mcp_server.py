@@ -31,6 +31,10 @@ def build() -> MCPServer:
         record(f"echo {text}")
         return f"echo: {text}"
 
+    @server.tool(description="This server's process id.")
+    def pid() -> str:
+        return str(os.getpid())
+
     @server.tool(description="Waits, then says so.")
     async def slow(seconds: float = 30.0) -> str:
         record("slow started")

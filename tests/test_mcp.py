@@ -3,6 +3,8 @@ streamable HTTP on 127.0.0.1 and over stdio) and the fake upstream calling their
 answer across the steps of the loop, ended by whatever ends a stream."""
 
 import json
+import os
+import signal
 import sys
 import time
 
@@ -284,6 +286,36 @@ def test_a_server_down_at_start_is_used_once_it_answers(make_relay, upstream, se
         assert result["output"] == [{"type": "text", "text": "echo: up"}]
     finally:
         server_loop.run(stop_server(server))
+
+
+def test_a_stdio_server_that_dies_is_started_again(make_relay, upstream):
+    config = {
+        "name": "t",
+        "command": sys.executable,
+        "args": [str(ROOT / "tests" / "mcp_server.py")],
+        "env": {"PYTHONPATH": str(ROOT)},
+    }
+    relay = make_relay(mcp_servers=json.dumps([config]), mcp_reconnect_seconds=0.1)
+    assert connected(relay)
+
+    def server_pid() -> int:
+        upstream.push(tool_answer(call("p", "pid", {})), answer("ok"))
+        reply = post_chat(relay, {"message": "pid"})
+        return int(next(d for n, d in reply.frames if n == "tool_result")["output"][0]["text"])
+
+    first = second = server_pid()
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if connected(relay, timeout=0.1):
+            try:
+                second = server_pid()
+            except (StopIteration, KeyError):  # still the dead one's session: not yet
+                continue
+            if second != first:
+                break
+    assert second != first, "a new process serves the tools"
 
 
 def test_a_stdio_server(make_relay, upstream, tmp_path):
