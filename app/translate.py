@@ -169,6 +169,8 @@ def _block_stopped(answer: Answer, index: int) -> bytes | None:
     kept, kind = block.start, block.start["type"]
     if kind == "text":
         kept["text"] = "".join(block.pieces)
+        if not kept["text"].strip() and not kept.get("citations"):
+            return frame or None  # the API refuses a blank text block sent back: not kept
     elif kind == "thinking":
         kept["thinking"] = "".join(block.pieces)
         kept["signature"] = block.signature or kept.get("signature", "")

@@ -207,16 +207,17 @@ def _tool_pair(where: str, name: str, part: UIPart) -> tuple[dict[str, Any], dic
         return None
     if not part.toolCallId or not name:
         raise ApiError(422, "invalid_request_error", f"{where}: a tool part needs its id and name")
-    if not isinstance(part.input, dict):
+    arguments = {} if part.input is None else part.input
+    if not isinstance(arguments, dict):
         raise ApiError(422, "invalid_request_error", f"{where}.input: must be an object")
-    call = {"type": "tool_use", "id": part.toolCallId, "name": name, "input": part.input}
+    call = {"type": "tool_use", "id": part.toolCallId, "name": name, "input": arguments}
     result: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.toolCallId}
     if part.state == "output-error":
         result.update(content=part.errorText or "The tool failed.", is_error=True)
     else:
         output = part.output
         text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
-        if text:
+        if output is not None and text:
             result["content"] = text
     return call, result
 

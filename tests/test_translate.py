@@ -398,3 +398,12 @@ def test_a_tool_delta_costs_what_a_text_delta_costs():
 
 def ui_of(raw: bytes) -> list:
     return [c for c in ui_chunks(raw.decode()) if c != "[DONE]"]
+
+
+def test_a_blank_text_block_is_not_kept_for_the_next_turn():
+    # The API refuses a text block of only whitespace in a request: done.content would
+    # otherwise be refused when sent back as it came.
+    script = tool_answer(text_block(0, ["\n\n"]), tool_block(1, "t", "now", ["{}"]))
+    sent = parse_frames(play(tooled(), script).decode())
+    assert [b["type"] for b in sent[-1][1]["content"]] == ["tool_use"]
+    assert ("delta", {"text": "\n\n"}) in sent, "still shown as it came"

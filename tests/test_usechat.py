@@ -12,7 +12,6 @@ from tests.fake_upstream import (
     error_event,
     http_error,
     message_start,
-    plain,
     text_block,
     text_of,
     tool_answer,
@@ -77,11 +76,25 @@ def test_conversion_of_earlier_turns(relay, upstream):
     assert httpx2.post(f"{relay.url}/api/chat", json=body).status_code == 200
     sent = upstream.requests[0].body
     assert text_of(sent["system"]) == "Be brief.\n\nYou are kind."
-    assert sent["messages"][:2] == [
+    # Reasoning without a signature is dropped; a tool part with its output becomes the
+    # call and, in the user turn after it, its result (as convertToModelMessages does).
+    assert sent["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "Hello!"}]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Hello!"},
+                {"type": "tool_use", "id": "t", "name": "search", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "t"},
+                {"type": "text", "text": "Again", "cache_control": {"type": "ephemeral"}},
+            ],
+        },
     ]
-    assert plain(sent["messages"][2:]) == [{"role": "user", "content": "Again"}]
 
 
 def test_a_dropped_answer_resumes_whole_with_one_upstream_request(relay, upstream):
