@@ -30,7 +30,7 @@ import uvloop
 
 from app.config import Settings
 from app.main import create_app
-from tests.fake_upstream import Step, answer, last_text
+from tests.fake_upstream import Step, answer, last_text, message_end, message_start, text_block
 
 T = TypeVar("T")
 
@@ -656,6 +656,16 @@ def tool_use_block(index: int, call_id: str, name: str, pieces: list[str]) -> li
     """A caller's tool_use block as the API streams one: its input JSON in `pieces`."""
     start = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
     return _block(index, start, [{"type": "input_json_delta", "partial_json": p} for p in pieces])
+
+
+def calling_answer(call_id: str, name: str, pieces: list[str], before: str = "Let me look. "):
+    """An upstream answer: some words, then a call of the caller's tool `name`."""
+    return [
+        message_start(),
+        *text_block(0, [before]),
+        *tool_use_block(1, call_id, name, pieces),
+        *message_end("tool_use"),
+    ]
 
 
 def web_search_blocks(index: int, call_id: str, query: str, pages: list[dict]) -> list[Step]:

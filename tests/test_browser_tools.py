@@ -13,6 +13,7 @@ import pytest
 from tests.fake_upstream import answer, message_end, message_start, plain, text_block
 from tests.support import (
     ROOT,
+    calling_answer,
     cited_text_block,
     tool_use_block,
     web_search_blocks,
@@ -34,16 +35,6 @@ def chat_posts(page) -> list[dict]:
 
     page.page.on("request", seen)
     return posts
-
-
-def calling(call_id: str, name: str, pieces: list[str], before: str = "Let me look. "):
-    """An upstream answer: some words, then a call of the caller's tool `name`."""
-    return [
-        message_start(),
-        *text_block(0, [before]),
-        *tool_use_block(1, call_id, name, pieces),
-        *message_end("tool_use"),
-    ]
 
 
 def test_local_time_runs_in_the_browser_and_the_answer_goes_on(chat):
@@ -187,7 +178,7 @@ def test_input_streams_then_shows_pretty_and_unknown_tools_get_an_error(chat, up
 
 
 def test_the_automatic_loop_is_bounded(chat, upstream):
-    upstream.push(*(calling(f"toolu_{n}", "local_time", ["{}"]) for n in range(6)))
+    upstream.push(*(calling_answer(f"toolu_{n}", "local_time", ["{}"]) for n in range(6)))
     page = chat()
     page.send("Keep asking")
     page.page.locator(".meta .note").wait_for()
@@ -207,7 +198,7 @@ def test_the_automatic_loop_is_bounded(chat, upstream):
 def test_a_continuation_resumes_after_a_reload(chat, upstream):
     words = [f"w{i} " for i in range(80)]
     slow = answer(*words, delay=0.03)
-    upstream.push(calling("toolu_r", "local_time", ["{", "}"], before="One moment. "), slow)
+    upstream.push(calling_answer("toolu_r", "local_time", ["{", "}"], before="One moment. "), slow)
     page = chat()
     page.allowed.append("ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING")
     page.send("Time?")
