@@ -320,7 +320,8 @@ async function converse(answer, open) {
     await relay(answer, open);
     const content = answer.waiting;
     delete answer.waiting;
-    if (!content || answer.status !== "done") return;
+    // Not when stopped, failed, or cleared away by New chat.
+    if (!content || answer.status !== "done" || !turns.includes(answer)) return;
     const rounds = answer.steps?.length ?? 0;
     const last = rounds >= MAX_ROUNDS;
     const results = last
