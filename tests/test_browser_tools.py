@@ -93,6 +93,21 @@ def test_local_time_runs_in_the_browser_and_the_answer_goes_on(chat):
     assert page.page.locator(".meta .error").count() == 0
 
 
+def test_thinking_goes_back_signed_with_the_tool_turn(chat):
+    page = chat(**DEMO)
+    posts = chat_posts(page)
+    page.page.check("#think")
+    page.send("The local_time, please")
+    page.answer().filter(has_text="answered").wait_for()
+    page.wait_done()
+    called = posts[1]["messages"][1]["content"]
+    assert [b["type"] for b in called] == ["thinking", "text", "tool_use"]
+    assert called[0]["signature"] == "demo-signature"
+    assert page.page.locator(".meta .error").count() == 0
+    thought = page.page.locator(".message.assistant .thought").text_content()
+    assert thought.count("The question is") == 2  # both steps' thinking shown
+
+
 def test_a_server_search_shows_its_links_and_the_sources(chat):
     page = chat(server_tools=["web_search"], **DEMO)
     page.send("Anything new about otters?")
