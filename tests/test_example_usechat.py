@@ -160,3 +160,13 @@ def test_a_client_tool_round_trip(chat, upstream):
     (result,) = results["content"]
     assert result["tool_use_id"] == use["id"] and "is_error" not in result
     assert json.loads(result["content"]) == output
+
+
+def test_the_automatic_round_trips_are_bounded(chat, upstream):
+    upstream.push(*(calling_answer(f"toolu_b{n}", "local_time", ["{}"]) for n in range(7)))
+    ask(chat, "Keep calling")
+    chat.wait_for_function("document.querySelectorAll('.tool .tool-output').length === 6")
+    chat.wait_for_selector("#status:has-text('ready')")
+    time.sleep(0.5)  # a seventh request would have gone by now
+    assert len(upstream.requests) == 6  # the question and 5 continuations
+    assert chat.locator(".message.assistant").count() == 1

@@ -44,6 +44,14 @@ const TOOLS = [
   },
 ];
 
+// Each upstream response of an answer is a step (`step-start`): a model that keeps calling
+// the tool cannot keep the page sending forever (the first answer and 5 continuations).
+const MAX_STEPS = 6;
+
+function steps(messages) {
+  return messages.at(-1).parts.filter((part) => part.type === "step-start").length;
+}
+
 function localTime() {
   const now = new Date();
   return {
@@ -88,7 +96,8 @@ function Chat() {
     resume: true,
     // Once every call of the answer's last step has its output, send them back: the relay
     // turns them into tool_result blocks and the answer continues in the same message.
-    sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls,
+    sendAutomaticallyWhen: ({ messages }) =>
+      lastAssistantMessageIsCompleteWithToolCalls({ messages }) && steps(messages) < MAX_STEPS,
     onToolCall({ toolCall }) {
       // Not awaited: the AI SDK's advice, since addToolOutput waits for the stream's jobs.
       if (toolCall.toolName === "local_time") {
