@@ -71,7 +71,13 @@ function load() {
 // never with calls that have no results (the relay would refuse the conversation).
 function save() {
   const replacer = (key, value) => (key === "waiting" ? undefined : withoutData(key, value));
-  localStorage.setItem(STORE, JSON.stringify(turns, replacer));
+  try {
+    localStorage.setItem(STORE, JSON.stringify(turns, replacer));
+  } catch (err) {
+    // Over the quota (a few MB: server tools' results are kept whole to be sent back): the
+    // conversation goes on in this tab; a reload shows the last one that fitted.
+    console.warn("chat-relay: the conversation is too large to keep", err);
+  }
 }
 
 // What the model sees: every user turn and every answer (its tool steps, and its content or

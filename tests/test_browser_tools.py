@@ -106,7 +106,7 @@ def test_thinking_goes_back_signed_with_the_tool_turn(chat):
     assert page.page.locator(".meta .error").count() == 0
     thought = page.page.locator(".message.assistant .thought").text_content()
     assert thought.count("The question is") == 2  # both steps' thinking shown
-    assert "with it.\n\nThe question is" in thought  # a paragraph each
+    assert "with it.\n\nThe question is “The local_time, please”" in thought  # a paragraph each
 
 
 def test_a_server_search_shows_its_links_and_the_sources(chat):
