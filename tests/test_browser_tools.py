@@ -1,7 +1,8 @@
 """Tools on the page (static/tools.js, static/sources.js), in Chromium: the page's own
 `local_time` run in the browser and the conversation continued, in demo mode end to end;
 Anthropic's server tools as cards with links and the answer's sources; untrusted URLs kept
-inert; the automatic loop bounded; resumed and reloaded answers redrawn the same."""
+inert; the automatic loop bounded; resumed and reloaded answers redrawn the same; a full
+localStorage survived."""
 
 import json
 import re
@@ -228,3 +229,24 @@ def test_a_continuation_resumes_after_a_reload(chat, upstream):
     assert text.split("\n")[-1].split() == [w.strip() for w in words]
     assert page.page.locator(".tool .tool-state").inner_text() == "done"
     assert page.page.locator(".message.assistant").count() == 1
+
+
+def test_a_full_storage_does_not_break_the_conversation(chat, upstream):
+    # Kept whole to be sent back, server tools' results can fill localStorage's few MB.
+    page = chat()
+    page.page.evaluate(
+        """() => {
+            let n = 0;
+            for (const size of [1 << 20, 1 << 14, 1 << 8]) {
+                const filler = "x".repeat(size);
+                try { for (;;) localStorage.setItem(`filler${n++}`, filler); } catch {}
+            }
+        }"""
+    )
+    page.send("Hello")
+    page.wait_done()
+    upstream.push(answer("Still here."))
+    page.send("Again")
+    page.wait_done(2)
+    assert page.answer().inner_text() == "Still here."
+    assert plain(upstream.requests[-1].body["messages"])[1]["content"] == "Hello, world!"
