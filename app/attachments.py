@@ -156,8 +156,10 @@ def without_data(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _described(block: dict[str, Any]) -> dict[str, Any]:
-    if block["type"] == "text":
-        return block
+    if block["type"] == "tool_result" and isinstance(block.get("content"), list):
+        return {**block, "content": [_described(part) for part in block["content"]]}
+    if block["type"] not in ("image", "document"):
+        return block  # text, and a tool loop's blocks
     source = block["source"]
     size = decoded_size(source["data"])
     return {"type": block["type"], "media_type": source["media_type"], "bytes": size}

@@ -32,7 +32,8 @@ class Dialect(NamedTuple):
     thought: Callable[["Answer", str], bytes]  # thinking text
     redacted: Callable[["Answer", str], bytes]  # redacted thinking (tools in play)
     tool_start: Callable[[Call], bytes]  # a tool call began
-    tool_delta: Callable[[Call, str], bytes]  # a piece of its input's JSON text
+    tool_head: Callable[[Call], bytes]  # its input deltas' constant head, encoded once
+    tool_delta: Callable[[bytes, str], bytes]  # a piece of its input's JSON text
     tool_input: Callable[[Call, Any, str | None], bytes]  # its input, parsed (or an error)
     tool_output: Callable[[Call, Any, str | None], bytes]  # its result (or an error)
     citation: Callable[["Answer", dict[str, Any]], bytes]  # a source the text cites
@@ -48,6 +49,7 @@ class Block:
 
     start: dict[str, Any]  # as `content_block_start` gave it
     call: Call | None = None  # a tool call's
+    head: bytes = b""  # and its input deltas' head (the dialect's)
     pieces: list[str] = field(default_factory=list)
     signature: str | None = None
 

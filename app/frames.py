@@ -5,7 +5,7 @@
 from typing import Any
 
 from app.dialect import Answer, Call, Dialect
-from app.sse import delta_frame, encode_frame, error_frame, quote
+from app.sse import encode_frame, error_frame, quote
 
 
 def start_frame(answer: Answer) -> bytes:
@@ -26,6 +26,10 @@ def done_payload(answer: Answer) -> dict[str, Any]:
     return done
 
 
+def delta(answer: Answer, text: str) -> bytes:
+    return b'event: delta\ndata: {"text":' + quote(text) + b"}\n\n"  # the hot path
+
+
 def thinking_frame(answer: Answer, text: str) -> bytes:
     return b'event: thinking\ndata: {"text":' + quote(text) + b"}\n\n"
 
@@ -34,11 +38,12 @@ def tool_start(call: Call) -> bytes:
     return encode_frame(b"tool_start", {"id": call.id, "name": call.name, "run_by": call.run_by})
 
 
-def tool_delta(call: Call, piece: str) -> bytes:
-    # As hot as a text delta: one escape of the piece, the id's escape on top.
-    return (
-        b'event: tool_delta\ndata: {"id":' + quote(call.id) + b',"json":' + quote(piece) + b"}\n\n"
-    )
+def tool_head(call: Call) -> bytes:
+    return b'event: tool_delta\ndata: {"id":' + quote(call.id) + b',"json":'
+
+
+def tool_delta(head: bytes, piece: str) -> bytes:
+    return head + quote(piece) + b"}\n\n"  # as hot as a text delta: one escape
 
 
 def tool_call(call: Call, tool_input: Any, error: str | None) -> bytes:
@@ -66,10 +71,11 @@ RELAY = Dialect(
     step=_nothing,
     opening=_nothing,
     closing=_nothing,
-    delta=lambda answer, text: delta_frame(text),
+    delta=delta,
     thought=thinking_frame,
     redacted=_nothing,  # opaque: only `done.content` carries it
     tool_start=tool_start,
+    tool_head=tool_head,
     tool_delta=tool_delta,
     tool_input=tool_call,
     tool_output=tool_result,

@@ -108,10 +108,6 @@ def quote(text: str) -> bytes:
         return encode_basestring_ascii(text).encode()
 
 
-def delta_frame(text: str) -> bytes:
-    return b'event: delta\ndata: {"text":' + quote(text) + b"}\n\n"
-
-
 def error_frame(error_type: str, message: str) -> bytes:
     return encode_frame(b"error", {"error": {"type": error_type, "message": message}})
 

@@ -108,7 +108,7 @@ class Stream:
 
     @property
     def usage(self) -> dict[str, Any]:
-        return self.answer.usage
+        return self.answer.total_usage()
 
     def end(self, reason: str) -> None:
         """End the stream now, for `reason`; a no-op once it has ended (the first wins)."""

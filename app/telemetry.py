@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,6 +25,8 @@ from prometheus_client import (
     start_http_server,
 )
 from starlette.types import Scope
+
+from app.servertools import USAGE_KEYS
 
 if TYPE_CHECKING:
     from app.stream import Stream
@@ -62,6 +64,16 @@ EXPIRED = Counter(
 )
 STOPPED = Counter("chat_relay_streams_stopped_total", "Streams stopped by DELETE.")
 REJECTED = Counter("chat_relay_rejected_requests_total", "Requests refused.", ["reason"])
+TOOL_CALLS = Counter(
+    "chat_relay_model_tool_calls_total",
+    "Tool calls Claude made in answers, by who runs them.",
+    ["run_by"],  # caller, anthropic, relay: a fixed set
+)
+SERVER_TOOL_REQUESTS = Counter(
+    "chat_relay_server_tool_requests_total",
+    "Server tool uses the upstream reported (usage.server_tool_use).",
+    ["tool"],  # web_search, web_fetch, code_execution: a fixed set
+)
 
 # A caller's X-Request-ID is kept only if it is short and plain: it lands in our logs.
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -108,6 +120,8 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
     # forwarded, so count at least one token per delta; the line says it is partial.
     output_tokens = max(int(usage.get("output_tokens") or 0), stream.deltas)
     partial = stream.outcome != "done"
+    answer = stream.answer
+    server_uses = _server_tool_uses(usage)
     if stream.status == 200:  # started: started = completed + cancelled + failed
         DURATION.observe(now - stream.started)
         if stream.first_delta is not None:
@@ -116,6 +130,10 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
         OUTPUT_TOKENS.labels(model_label).inc(output_tokens)
         CACHE_TOKENS.labels(model_label, "read").inc(cache_read)
         CACHE_TOKENS.labels(model_label, "write").inc(cache_write)
+        for run_by, count in answer.tool_calls.items():
+            TOOL_CALLS.labels(run_by).inc(count)
+        for tool, count in server_uses.items():
+            SERVER_TOOL_REQUESTS.labels(tool).inc(count)
         if stream.outcome == "done":
             COMPLETED.inc()
         elif stream.outcome == "cancelled":
@@ -150,6 +168,10 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
         # Images and PDFs sent, and their decoded bytes: counts, never content.
         "attachments": stream.attached.images + stream.attached.documents,
         "attachment_bytes": stream.attached.nbytes,
+        # Tool calls by who runs them, server tool uses, and upstream requests (steps).
+        "tool_calls": answer.tool_calls,
+        "server_tool_use": server_uses,
+        "steps": answer.steps,
     }
     if messages is not None:
         line["messages"] = messages
@@ -211,3 +233,16 @@ class RedactPaths(logging.Filter):
         if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
             record.args = (args[0], args[1], redact(args[2]), *args[3:])
         return True
+
+
+def _server_tool_uses(usage: dict[str, Any]) -> dict[str, int]:
+    """`usage.server_tool_use` by tool name, from a fixed set of counters (the upstream's
+    other keys, if any, are not labels)."""
+    reported = usage.get("server_tool_use")
+    if not isinstance(reported, dict):
+        return {}
+    return {
+        key.removesuffix("_requests"): int(reported[key])
+        for key in USAGE_KEYS
+        if isinstance(reported.get(key), int) and reported[key] > 0
+    }

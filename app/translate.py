@@ -77,7 +77,13 @@ def translate(answer: Answer, name: bytes, data: bytes) -> bytes | None:
                 return head + dialect.thought(answer, thought)
             if not answer.tools:
                 return None  # signatures, tool input, and whatever the API adds later
-            return _tool_delta(answer, payload["index"], delta)
+            if kind == "input_json_delta":  # as hot as a text delta
+                block, piece = answer.blocks[payload["index"]], delta["partial_json"]
+                if not piece or block.call is None:
+                    return None
+                block.pieces.append(piece)
+                return dialect.tool_delta(block.head, piece)
+            return _other_delta(answer, payload["index"], delta)
         if name == b"content_block_start":
             return _block_started(answer, parse_json(data)) if answer.tools else None
         if name == b"content_block_stop":
@@ -138,6 +144,7 @@ def _block_started(answer: Answer, payload: dict[str, Any]) -> bytes | None:
         name = str(block["name"])
         run_by = ANTHROPIC if kind == "server_tool_use" else _run_by(name)
         kept.call = call = Call(str(block["id"]), name, run_by)
+        kept.head = answer.dialect.tool_head(call)
         answer.calls[call.id] = call
         answer.tool_calls[run_by] = answer.tool_calls.get(run_by, 0) + 1
         return _head(answer) + _closing(answer) + answer.dialect.tool_start(call)
@@ -150,14 +157,8 @@ def _block_started(answer: Answer, payload: dict[str, Any]) -> bytes | None:
     return None
 
 
-def _tool_delta(answer: Answer, index: int, delta: dict[str, Any]) -> bytes | None:
+def _other_delta(answer: Answer, index: int, delta: dict[str, Any]) -> bytes | None:
     kind, block = delta["type"], answer.blocks[index]
-    if kind == "input_json_delta":
-        piece = delta["partial_json"]
-        if not piece or block.call is None:
-            return None
-        block.pieces.append(piece)
-        return answer.dialect.tool_delta(block.call, piece)
     if kind == "signature_delta":
         block.signature = delta["signature"]
         return None

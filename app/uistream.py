@@ -87,14 +87,14 @@ def tool_start(call: Call) -> bytes:
     )
 
 
-def tool_delta(call: Call, piece: str) -> bytes:
+def tool_head(call: Call) -> bytes:
     return (
-        b'data: {"type":"tool-input-delta","toolCallId":'
-        + quote(call.id)
-        + b',"inputTextDelta":'
-        + quote(piece)
-        + b"}\n\n"
+        b'data: {"type":"tool-input-delta","toolCallId":' + quote(call.id) + b',"inputTextDelta":'
     )
+
+
+def tool_delta(head: bytes, piece: str) -> bytes:
+    return head + quote(piece) + b"}\n\n"
 
 
 def tool_input(call: Call, tool_input: Any, error: str | None) -> bytes:
@@ -154,6 +154,7 @@ UI = Dialect(
     thought=delta,  # the open part's prefix says which
     redacted=redacted,
     tool_start=tool_start,
+    tool_head=tool_head,
     tool_delta=tool_delta,
     tool_input=tool_input,
     tool_output=tool_output,

@@ -1,6 +1,10 @@
 """What the UI message stream and resumable answers add per delta:
 `uv run python -m bench.parts [--deltas N] [--rounds R]`.
 
+It also times the translation alone per upstream event (`translate_us`): a text delta
+without tools, a text delta with tools in play (the turn's content is kept: one append more),
+and a tool's input delta, in both dialects: a tool delta should cost what a text delta costs.
+
 The end-to-end scenarios (conc500, conc500ui, conc500r) vary by 10-30% between runs on a
 shared machine, more than the difference they would show. This isolates the one part that
 differs: the app's own work per delta (translating an upstream event into the dialect's
@@ -33,6 +37,18 @@ from bench import scenarios
 from bench.run import free_port, relay_factories, start_upstream
 
 EVENT = b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello th"}}'
+TOOL_START = b'{"index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"f","input":{}}}'
+TEXT_START = b'{"index":0,"content_block":{"type":"text","text":""}}'
+TOOL_EVENT = (
+    b'{"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"input_json_delta","partial_json":"{\\"city\\": "}}'
+)
+# name: (tools in play, the block's start, the delta event)
+EVENTS = {
+    "text": (False, TEXT_START, EVENT),
+    "text, tools in play": (True, TEXT_START, EVENT),
+    "tool input": (True, TOOL_START, TOOL_EVENT),
+}
 PARTS = {
     "plain": (RELAY, Outbox),
     "ui": (UI, Outbox),
@@ -67,6 +83,24 @@ async def measure(n: int) -> dict[str, float]:
         for name, (dialect, box) in PARTS.items():
             runs[name].append(await per_delta(dialect, box, n))
     return {name: round(statistics.median(v), 2) for name, v in runs.items()}
+
+
+def translate_us(n: int) -> dict[str, float]:
+    """CPU µs per upstream event through the translation alone, by kind and dialect
+    (medians of five rounds)."""
+    runs: dict[str, list[float]] = {}
+    for _ in range(5):
+        for dialect_name, dialect in (("own", RELAY), ("ui", UI)):
+            for kind, (tools, start, event) in EVENTS.items():
+                answer = Answer("live", dialect, tools=tools)
+                translate(answer, b"content_block_start", start)
+                translate(answer, b"content_block_delta", event)  # opens the part
+                started = time.process_time()
+                for _ in range(n):
+                    translate(answer, b"content_block_delta", event)
+                spent = (time.process_time() - started) / n * 1e6
+                runs.setdefault(f"{kind} ({dialect_name})", []).append(spent)
+    return {name: round(statistics.median(v), 3) for name, v in runs.items()}
 
 
 END_TO_END = {
@@ -108,13 +142,16 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="of the 500 streams")
     args = parser.parse_args()
     figures = uvloop.run(measure(args.deltas))
-    report: dict[str, object] = {"us_per_delta": figures}
+    translation = translate_us(args.deltas)
+    report: dict[str, object] = {"us_per_delta": figures, "translate_us": translation}
     if args.rounds:
         report["end_to_end_vs_plain"] = end_to_end(args.rounds, args.scale)
     print(json.dumps(report))
     plain = figures["plain"]
     for name, value in figures.items():
         print(f"{name}: {value:.2f} µs per delta, {value - plain:+.2f} µs against plain")
+    for name, value in translation.items():
+        print(f"translate, {name}: {value:.3f} µs per event")
     for name, ratio in report.get("end_to_end_vs_plain", {}).items():  # type: ignore[union-attr]
         print(f"{name}, end to end: {ratio - 1:+.1%} CPU per delta (median of paired rounds)")
 

@@ -127,6 +127,74 @@ def answer(*texts: str, delay: float = 0.0, **kw: Any) -> list[Step]:
     return [message_start(), ("event", "ping", {"type": "ping"}), *block, *message_end(**kw)]
 
 
+def _delta(index: int, payload: dict[str, Any]) -> Step:
+    event = {"type": "content_block_delta", "index": index, "delta": payload}
+    return ("event", "content_block_delta", event)
+
+
+def _start(index: int, block: dict[str, Any]) -> Step:
+    event = {"type": "content_block_start", "index": index, "content_block": block}
+    return ("event", "content_block_start", event)
+
+
+def _stop(index: int) -> Step:
+    return ("event", "content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def tool_block(
+    index: int, call_id: str, name: str, pieces: Iterable[str], kind: str = "tool_use"
+) -> list[Step]:
+    """A tool call as the API streams one: its start (an empty input), its input's JSON
+    text in `input_json_delta` pieces, its stop. `kind`: `server_tool_use` for Anthropic's."""
+    start = _start(index, {"type": kind, "id": call_id, "name": name, "input": {}})
+    deltas = [_delta(index, {"type": "input_json_delta", "partial_json": p}) for p in pieces]
+    return [start, *deltas, _stop(index)]
+
+
+def whole_block(index: int, block: dict[str, Any]) -> list[Step]:
+    """A block that arrives whole in its start: a server tool's result, redacted thinking."""
+    return [_start(index, block), _stop(index)]
+
+
+def cited_block(index: int, citation: dict[str, Any], texts: Iterable[str]) -> list[Step]:
+    """A text block that cites a source: its citation, then its text."""
+    start = _start(index, {"type": "text", "text": "", "citations": []})
+    cite = _delta(index, {"type": "citations_delta", "citation": citation})
+    deltas = [_delta(index, {"type": "text_delta", "text": t}) for t in texts]
+    return [start, cite, *deltas, _stop(index)]
+
+
+def tool_answer(*blocks: list[Step], stop_reason: str = "tool_use", **kw: Any) -> list[Step]:
+    """A response made of these blocks, ending with `stop_reason`."""
+    steps = [step for block in blocks for step in block]
+    return [message_start(), *steps, *message_end(stop_reason, **kw)]
+
+
+def search_result(call_id: str, *urls: str) -> dict[str, Any]:
+    """A web search's result block, with the encrypted content the API sends."""
+    pages = [
+        {
+            "type": "web_search_result",
+            "url": url,
+            "title": f"Page {n}",
+            "page_age": "2 days",
+            "encrypted_content": f"ENCRYPTED-CONTENT-{n}",
+        }
+        for n, url in enumerate(urls)
+    ]
+    return {"type": "web_search_tool_result", "tool_use_id": call_id, "content": pages}
+
+
+def web_citation(url: str, text: str) -> dict[str, Any]:
+    return {
+        "type": "web_search_result_location",
+        "url": url,
+        "title": "Page 0",
+        "cited_text": text,
+        "encrypted_index": "ENCRYPTED-INDEX",
+    }
+
+
 def error_event(error_type: str, message: str) -> Step:
     return ("event", "error", {"type": "error", "error": {"type": error_type, "message": message}})
 

@@ -29,8 +29,10 @@ import uvicorn
 import uvloop
 
 from app.config import Settings
+from app.dialect import Answer
 from app.main import create_app
-from tests.fake_upstream import Step, answer, last_text, message_end, message_start, text_block
+from app.translate import message_started, translate
+from tests.fake_upstream import answer, last_text
 
 T = TypeVar("T")
 
@@ -536,6 +538,21 @@ def ui_chunks(raw: str) -> list[Any]:
     return out
 
 
+def play(answer: Answer, script: list[Any]) -> bytes:
+    """A fake upstream's script (tests/fake_upstream.py) through the pure translation: the
+    bytes the caller would get."""
+    out = b""
+    for step in script:
+        if step[0] != "event":
+            continue
+        name, payload = step[1].encode(), json.dumps(step[2]).encode()
+        if name == b"message_start":
+            message_started(answer, payload)
+        else:
+            out += translate(answer, name, payload) or b""
+    return out
+
+
 def ui_answer_interrupted(
     url: str, body: dict[str, Any], interrupt: Callable[[httpx2.Client], Any]
 ) -> tuple[list[Any], float, Any]:
@@ -647,67 +664,3 @@ class Page:  # the chat page in Chromium (the `chat` fixture)
 
     def wait_done(self, count: int = 1) -> None:
         self.page.locator(".message.assistant .usage").nth(count - 1).wait_for(timeout=10_000)
-
-
-# Tool calls, scripted for the fake upstream (the page's and the example's tests)
-
-
-def tool_use_block(index: int, call_id: str, name: str, pieces: list[str]) -> list[Step]:
-    """A caller's tool_use block as the API streams one: its input JSON in `pieces`."""
-    start = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
-    return _block(index, start, [{"type": "input_json_delta", "partial_json": p} for p in pieces])
-
-
-def calling_answer(call_id: str, name: str, pieces: list[str], before: str = "Let me look. "):
-    """An upstream answer: some words, then a call of the caller's tool `name`."""
-    return [
-        message_start(),
-        *text_block(0, [before]),
-        *tool_use_block(1, call_id, name, pieces),
-        *message_end("tool_use"),
-    ]
-
-
-def web_search_blocks(index: int, call_id: str, query: str, pages: list[dict]) -> list[Step]:
-    """A server web search at `index` (its call) and `index + 1` (its result): `pages` of
-    {url, title}, each with the encrypted content the API adds."""
-    use = {"type": "server_tool_use", "id": call_id, "name": "web_search", "input": {}}
-    found = [
-        {"type": "web_search_result", "page_age": None, "encrypted_content": "ENC", **page}
-        for page in pages
-    ]
-    result = {"type": "web_search_tool_result", "tool_use_id": call_id, "content": found}
-    query_json = json.dumps({"query": query})
-    return [
-        *_block(index, use, [{"type": "input_json_delta", "partial_json": query_json}]),
-        *_block(index + 1, result, []),
-    ]
-
-
-def cited_text_block(index: int, text: str, citations: list[dict]) -> list[Step]:
-    """A text block that cites web pages ({url, title}) before its text."""
-    deltas: list[dict] = [
-        {
-            "type": "citations_delta",
-            "citation": {
-                "type": "web_search_result_location",
-                "cited_text": "cited",
-                "encrypted_index": "ENC",
-                **c,
-            },
-        }
-        for c in citations
-    ]
-    deltas.append({"type": "text_delta", "text": text})
-    return _block(index, {"type": "text", "text": "", "citations": []}, deltas)
-
-
-def _block(index: int, start: dict, deltas: list[dict]) -> list[Step]:
-    def event(name: str, **payload: Any) -> Step:
-        return ("event", name, {"type": name, "index": index, **payload})
-
-    return [
-        event("content_block_start", content_block=start),
-        *(event("content_block_delta", delta=d) for d in deltas),
-        event("content_block_stop"),
-    ]

@@ -11,19 +11,30 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.fake_upstream import answer, message_end, message_start, plain, text_block
-from tests.support import (
-    ROOT,
-    calling_answer,
-    cited_text_block,
-    tool_use_block,
-    web_search_blocks,
+from tests.fake_upstream import (
+    answer,
+    cited_block,
+    message_end,
+    message_start,
+    plain,
+    search_result,
+    text_block,
+    tool_answer,
+    tool_block,
+    web_citation,
+    whole_block,
 )
+from tests.support import ROOT
 
 pytest.importorskip("playwright.sync_api")
 
 DEMO = {"anthropic_api_key": None, "anthropic_base_url": None, "demo_token_delay": 0}
 SHOTS = ROOT / "test-artifacts"
+
+
+def calling(call_id: str, pieces: list[str], before: str = "Let me look. ") -> list:
+    """An upstream answer: some words, then a call of the page's local_time."""
+    return tool_answer(text_block(0, [before]), tool_block(1, call_id, "local_time", pieces))
 
 
 def chat_posts(page) -> list[dict]:
@@ -137,19 +148,18 @@ def test_a_server_search_shows_its_links_and_the_sources(chat):
 
 
 def test_untrusted_urls_stay_inert_and_sources_are_deduped(chat, upstream):
-    pages = [
-        {"url": "https://example.org/a", "title": "A page"},
-        {"url": "javascript:window.__pwned=1", "title": "Evil <b>bold</b>"},
-        {"url": "data:text/html,<script>1</script>", "title": "Data"},
-    ]
-    cited = [pages[0], pages[1], {**pages[0], "title": "A page again"}]
+    urls = ["https://example.org/a", "javascript:window.__pwned=1", "data:text/html,<b>1</b>"]
+    found = search_result("srvtoolu_1", *urls)
+    found["content"][1]["title"] = "Evil <b>bold</b>"
+    cited = [web_citation(urls[0], "one"), web_citation(urls[1], "two")]
+    cited.append({**cited[0], "title": "Page 0 again"})
     upstream.push(
-        [
-            message_start(),
-            *web_search_blocks(0, "srvtoolu_1", "otters", pages),
-            *cited_text_block(2, "Otters hold hands.", cited),
-            *message_end(),
-        ]
+        tool_answer(
+            tool_block(0, "srvtoolu_1", "web_search", ['{"query": "otters"}'], "server_tool_use"),
+            whole_block(1, found),
+            *(cited_block(2 + n, c, ["Otters hold hands. "]) for n, c in enumerate(cited)),
+            stop_reason="end_turn",
+        )
     )
     page = chat(server_tools=["web_search"])
     page.send("Otters?")
@@ -160,7 +170,7 @@ def test_untrusted_urls_stay_inert_and_sources_are_deduped(chat, upstream):
     assert "Evil <b>bold</b>" in card.inner_text()  # as text, not HTML
     assert page.page.locator(".tool b").count() == 0
     sources = page.page.locator(".sources a")
-    assert sources.count() == 1 and sources.inner_text() == "A page"
+    assert sources.count() == 1 and sources.inner_text() == "Page 0"
     for link in page.page.locator("a").all():
         assert (link.get_attribute("href") or "").startswith(("https:", "http:"))
     assert page.page.evaluate("window.__pwned") is None
@@ -169,13 +179,14 @@ def test_untrusted_urls_stay_inert_and_sources_are_deduped(chat, upstream):
     page.send("More?")
     page.wait_done(2)
     sent = upstream.requests[-1].body["messages"][1]["content"]
-    assert [b["type"] for b in sent] == ["server_tool_use", "web_search_tool_result", "text"]
-    assert sent[1]["content"][0]["encrypted_content"] == "ENC"
+    assert [b["type"] for b in sent[:3]] == ["server_tool_use", "web_search_tool_result", "text"]
+    assert sent[1]["content"][0]["encrypted_content"] == "ENCRYPTED-CONTENT-0"
+    assert sent[2]["citations"][0]["encrypted_index"] == "ENCRYPTED-INDEX"
 
 
 def test_input_streams_then_shows_pretty_and_unknown_tools_get_an_error(chat, upstream):
     pieces = ['{"ci', 'ty": "Pa', 'ris", "days"', ": 3}"]
-    call = tool_use_block(1, "toolu_w", "weather", pieces)
+    call = tool_block(1, "toolu_w", "weather", pieces)
     # The input's pieces arrive 0.3 s apart: the card shows the text so far meanwhile.
     paced = [call[0], *(s for step in call[1:] for s in (("sleep", 0.3), step))]
     script = [message_start(), *text_block(0, ["Let me look. "]), *paced, *message_end("tool_use")]
@@ -195,7 +206,7 @@ def test_input_streams_then_shows_pretty_and_unknown_tools_get_an_error(chat, up
 
 
 def test_the_automatic_loop_is_bounded(chat, upstream):
-    upstream.push(*(calling_answer(f"toolu_{n}", "local_time", ["{}"]) for n in range(6)))
+    upstream.push(*(calling(f"toolu_{n}", ["{}"]) for n in range(6)))
     page = chat()
     page.send("Keep asking")
     page.page.locator(".meta .note").wait_for()
@@ -215,7 +226,7 @@ def test_the_automatic_loop_is_bounded(chat, upstream):
 def test_a_continuation_resumes_after_a_reload(chat, upstream):
     words = [f"w{i} " for i in range(80)]
     slow = answer(*words, delay=0.03)
-    upstream.push(calling_answer("toolu_r", "local_time", ["{", "}"], before="One moment. "), slow)
+    upstream.push(calling("toolu_r", ["{", "}"], before="One moment. "), slow)
     page = chat()
     page.allowed.append("ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING")
     page.send("Time?")

@@ -16,8 +16,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.fake_upstream import answer
-from tests.support import FILE_STARTS, ROOT, WORDS, calling_answer, free_port, png
+from tests.fake_upstream import answer, text_block, tool_answer, tool_block
+from tests.support import FILE_STARTS, ROOT, WORDS, free_port, png
 
 EXAMPLE = ROOT / "examples" / "usechat"
 
@@ -135,7 +135,9 @@ def test_a_client_tool_round_trip(chat, upstream):
     # Claude calls the page's local_time; onToolCall runs it, addToolOutput records it, and
     # sendAutomaticallyWhen sends it back: the answer goes on in the same message.
     upstream.push(
-        calling_answer("toolu_ex1", "local_time", ["{", "}"], before="Checking. "),
+        tool_answer(
+            text_block(0, ["Checking. "]), tool_block(1, "toolu_ex1", "local_time", ["{", "}"])
+        ),
         answer("It is ", "tea time."),
     )
     ask(chat, "What time is it?")
@@ -163,7 +165,8 @@ def test_a_client_tool_round_trip(chat, upstream):
 
 
 def test_the_automatic_round_trips_are_bounded(chat, upstream):
-    upstream.push(*(calling_answer(f"toolu_b{n}", "local_time", ["{}"]) for n in range(7)))
+    calls = (tool_answer(tool_block(0, f"toolu_b{n}", "local_time", ["{}"])) for n in range(7))
+    upstream.push(*calls)
     ask(chat, "Keep calling")
     chat.wait_for_function("document.querySelectorAll('.tool .tool-output').length === 6")
     chat.wait_for_selector("#status:has-text('ready')")

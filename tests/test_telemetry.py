@@ -6,8 +6,15 @@ import socket
 
 import httpx2
 
-from tests.fake_upstream import error_event, message_end, message_start, text_block
-from tests.support import post_chat
+from tests.fake_upstream import (
+    error_event,
+    message_end,
+    message_start,
+    text_block,
+    tool_answer,
+    tool_block,
+)
+from tests.support import file_data, post_chat
 
 
 def series(relay, metric: str) -> list[str]:
@@ -77,3 +84,66 @@ def test_cache_tokens_are_counted_by_type_and_logged(relay, upstream, server_loo
     assert (counted("read") - before[0], counted("write") - before[1]) == (900, 40)
     sent = upstream.requests[0].body["messages"][-1]["content"][-1]
     assert sent["cache_control"] == {"type": "ephemeral"}, "on by default"
+
+
+def test_tool_calls_are_counted_by_who_runs_them_and_logged_without_content(
+    make_relay, upstream, server_loop, relay_log
+):
+    relay = make_relay(server_tools="web_search")
+
+    def counted(metric: str, label: str) -> float:
+        text = httpx2.get(f"{relay.url}/metrics").text
+        found = re.search(rf"^{metric}\{{{label}\}} (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    caller = ("chat_relay_model_tool_calls_total", 'run_by="caller"')
+    searches = ("chat_relay_server_tool_requests_total", 'tool="web_search"')
+    before = counted(*caller), counted(*searches)
+    upstream.push(
+        tool_answer(
+            tool_block(0, "s1", "web_search", ['{"query": "SECRET-QUERY"}'], "server_tool_use"),
+            tool_block(1, "t1", "lookup", ['{"id": "SECRET-INPUT"}']),
+            tool_block(2, "t2", "lookup", ["{}"]),
+            server_tool_use={"web_search_requests": 1, "invented_requests": 7},
+        )
+    )
+    tools = [{"name": "lookup", "input_schema": {"type": "object"}}]
+    reply = post_chat(relay, {"message": "hi", "tools": tools})
+    assert reply.frames[-1][1]["stop_reason"] == "tool_use"
+    assert server_loop.wait_for(lambda: len(relay_log.chats) == 1, 2)
+    line = relay_log.chats[0]
+    assert line["tool_calls"] == {"anthropic": 1, "caller": 2} and line["steps"] == 1
+    assert line["server_tool_use"] == {"web_search": 1}, "only known counters"
+    assert "SECRET" not in json.dumps(line)
+    assert (counted(*caller) - before[0], counted(*searches) - before[1]) == (2, 1)
+
+
+def test_log_content_describes_a_tool_loops_turns(make_relay, upstream, server_loop, relay_log):
+    relay = make_relay(log_content=True)
+    image = {
+        "type": "image",
+        "source": {
+            "type": "base64",
+            "media_type": "image/png",
+            "data": file_data("image/png", 300),
+        },
+    }
+    turns = [
+        {"role": "user", "content": "Show me"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "t1", "name": "snap", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [image]}],
+        },
+    ]
+    tools = [{"name": "snap", "input_schema": {"type": "object"}}]
+    assert post_chat(relay, {"messages": turns, "tools": tools}).status == 200
+    assert server_loop.wait_for(lambda: len(relay_log.chats) == 1, 2)
+    logged = relay_log.chats[0]["messages"]
+    assert logged[1]["content"][0]["name"] == "snap"
+    assert logged[2]["content"][0]["content"] == [
+        {"type": "image", "media_type": "image/png", "bytes": 300}
+    ]

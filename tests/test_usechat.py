@@ -3,6 +3,8 @@
 message stream's contract on the wire: resume by chat id, 204 when nothing runs, a stop
 that stops, a new answer that ends the old one."""
 
+import json
+
 import httpx2
 
 from tests.fake_upstream import (
@@ -13,6 +15,8 @@ from tests.fake_upstream import (
     plain,
     text_block,
     text_of,
+    tool_answer,
+    tool_block,
 )
 from tests.support import PROMPTLY, WORDS, ui_answer_interrupted, ui_body, ui_chunks, usechat
 
@@ -197,3 +201,38 @@ def test_thinking_becomes_a_reasoning_part(make_relay):
     assert "Why is the sky blue?" in message["reasoning"]
     assert "Demo mode" in message["text"] and "signature" not in message["reasoning"]
     assert usechat(relay.url, "send", CHAT)["reasoning"] == ""
+
+
+def test_the_ai_sdks_own_client_runs_a_client_tool_round_trip(make_relay, upstream):
+    # useChat's own loop (AbstractChat): onToolCall + addToolOutput, then
+    # sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls.
+    relay = make_relay()
+    upstream.push(
+        tool_answer(
+            text_block(0, ["Let me look."]),
+            tool_block(1, "toolu_42", "local_time", ["{", "}"]),
+        ),
+        answer("It is 12:34 in Paris."),
+    )
+    out = usechat(relay.url, "tool", CHAT, "What time is it?")
+    assert out["status"] == "ready" and out.get("error") is None and out["requests"] == 2
+    _, assistant = out["messages"]
+    tool_part = next(p for p in assistant["parts"] if p["type"] == "tool-local_time")
+    assert tool_part["state"] == "output-available" and tool_part["toolCallId"] == "toolu_42"
+    text = "".join(p["text"] for p in assistant["parts"] if p["type"] == "text")
+    assert text == "Let me look.It is 12:34 in Paris."  # the continuation, in the same message
+    first, second = (r.body for r in upstream.requests)
+    assert first["tools"][0]["name"] == "local_time"
+    turns = second["messages"]
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert turns[1]["content"][-1] == {
+        "type": "tool_use",
+        "id": "toolu_42",
+        "name": "local_time",
+        "input": {},
+    }
+    assert turns[2]["content"][0]["tool_use_id"] == "toolu_42"
+    assert json.loads(turns[2]["content"][0]["content"]) == {
+        "time": "12:34",
+        "zone": "Europe/Paris",
+    }

@@ -5,7 +5,15 @@
 //   leave   the same, not resumable (what useChat's stop() does)
 //   think   send one with `thinking: true`: the message, its reasoning too
 //   resume  reconnectToStream: the message rebuilt from the replay, or {"none": true} (204)
-import { DefaultChatTransport, readUIMessageStream } from "ai";
+//   tool    useChat's own loop (AbstractChat, as useChat runs it): declares `local_time`,
+//           answers its call with onToolCall + addToolOutput, and sends the result back by
+//           sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls; the messages
+import {
+  AbstractChat,
+  DefaultChatTransport,
+  lastAssistantMessageIsCompleteWithToolCalls,
+  readUIMessageStream,
+} from "ai";
 
 const [url, action, chatId, text = "Hello", chunks = "3"] = process.argv.slice(2);
 const transport = new DefaultChatTransport({
@@ -31,9 +39,60 @@ async function built(stream) {
   };
 }
 
+// useChat's state, kept in memory instead of React's.
+class Chat extends AbstractChat {
+  constructor(init) {
+    const state = {
+      status: "ready",
+      error: undefined,
+      messages: [],
+      pushMessage: (m) => state.messages.push(m),
+      popMessage: () => state.messages.pop(),
+      replaceMessage: (i, m) => (state.messages[i] = m),
+      snapshot: (thing) => structuredClone(thing),
+    };
+    super({ ...init, state });
+  }
+}
+
+async function toolLoop() {
+  const LOCAL_TIME = {
+    name: "local_time",
+    description: "The user's local date, time and time zone.",
+    input_schema: { type: "object", properties: {} },
+  };
+  let requests = 0;
+  const chat = new Chat({
+    id: chatId,
+    transport: new DefaultChatTransport({
+      api: `${url}/api/chat`,
+      body: { tools: [LOCAL_TIME] },
+      fetch: (input, init) => {
+        requests += 1;
+        return fetch(input, init);
+      },
+    }),
+    sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls,
+    onToolCall: ({ toolCall }) => {
+      if (toolCall.dynamic || toolCall.toolName !== "local_time") return;
+      chat.addToolOutput({
+        tool: "local_time",
+        toolCallId: toolCall.toolCallId,
+        output: { time: "12:34", zone: "Europe/Paris" },
+      });
+    },
+  });
+  await chat.sendMessage({ text });
+  // The automatic continuation is a request of its own: wait for it to settle.
+  for (let i = 0; i < 100 && chat.status !== "ready"; i++) await new Promise((r) => setTimeout(r, 50));
+  return { requests, status: chat.status, error: chat.error?.message, messages: chat.messages };
+}
+
 const messages = [{ id: "u1", role: "user", parts: [{ type: "text", text }] }];
 let out;
-if (action === "resume") {
+if (action === "tool") {
+  out = await toolLoop();
+} else if (action === "resume") {
   const stream = await transport.reconnectToStream({ chatId });
   out = stream === null ? { none: true } : await built(stream);
 } else {
