@@ -333,6 +333,12 @@ async function converse(answer, open) {
     const results = last
       ? notRun(answer, content, `Not run: the page stops after ${MAX_ROUNDS} tool rounds.`)
       : runCalls(answer, content);
+    if (!results.length) {
+      // Nothing of the page's to run (tools the relay runs, say): nothing to send back.
+      answer.content = content;
+      save();
+      return;
+    }
     answer.steps = [...(answer.steps ?? []), { content, results }];
     // The next step is a new stream: a reload from here on shows this one, done.
     answer.mark = { text: answer.text.length, tools: answer.tools?.length ?? 0 };
