@@ -44,9 +44,12 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     mode = runtime.settings.mode
+    ready: dict[str, Any] = {"status": "ready", "mode": mode}
+    if runtime.hub is not None:  # which MCP servers are connected: their tools are offered
+        ready["mcp_servers"] = runtime.hub.status()
     if runtime.draining:
-        return JSONResponse({"status": "draining", "mode": mode}, status_code=503)
-    return JSONResponse({"status": "ready", "mode": mode})
+        return JSONResponse({**ready, "status": "draining"}, status_code=503)
+    return JSONResponse(ready)
 
 
 @router.get("/metrics", include_in_schema=False)

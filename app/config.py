@@ -5,6 +5,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.mcpconfig import McpServer, check_servers, load_servers
+
 # Anthropic's server tools a relay may enable (app/servertools.py keeps the same list).
 SERVER_TOOLS = ("web_search", "web_fetch", "code_execution")
 
@@ -111,6 +113,17 @@ class Settings(BaseSettings):
     web_allowed_domains: Annotated[list[str], NoDecode] = []
     web_blocked_domains: Annotated[list[str], NoDecode] = []
     max_tool_steps: int = Field(8, ge=1)
+    # The operator's MCP servers (JSON inline, or @path): their tools run next to the relay,
+    # offered to Claude as mcp__<server>__<tool>. A call may take MCP_TOOL_TIMEOUT seconds
+    # (or its server's `timeout`); its result at most MAX_TOOL_RESULT_BYTES; at most
+    # MCP_CALLS_PER_STREAM run at once per answer and MCP_MAX_CALLS per process. A server
+    # that is down is tried again after MCP_RECONNECT_SECONDS, doubling up to 30 s.
+    mcp_servers: Annotated[list[McpServer], NoDecode] = []
+    mcp_tool_timeout: float = Field(60.0, gt=0)
+    max_tool_result_bytes: int = Field(100_000, ge=1)
+    mcp_calls_per_stream: int = Field(4, ge=1)
+    mcp_max_calls: int = Field(64, ge=1)
+    mcp_reconnect_seconds: float = Field(0.5, gt=0)
 
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     log_content: bool = False
@@ -152,6 +165,16 @@ class Settings(BaseSettings):
     def _blank_key_is_none(cls, value: object) -> object:
         # `ANTHROPIC_API_KEY=` in a .env file means "no key" (demo mode); likewise the token.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _load_mcp_servers(cls, value: object) -> object:
+        return load_servers(value)
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _check_mcp_servers(cls, value: list[McpServer]) -> list[McpServer]:
+        return check_servers(value)
 
     @field_validator("server_tools")
     @classmethod

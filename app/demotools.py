@@ -46,12 +46,14 @@ def results(request: dict[str, Any]) -> list[tuple[str, str]]:
 
 def call_for(request: dict[str, Any]) -> tuple[str, str, str] | None:
     """(id, name, input JSON) of a declared tool the question names, if any (the caller's,
-    or an MCP server's the relay offers)."""
+    or an MCP server's the relay offers, by its own name)."""
     if results(request):
         return None
     asked = question(request).lower()
     for tool in request.get("tools") or []:
-        if "input_schema" in tool and tool["name"].lower() in asked:
+        # A relay tool (`mcp__<server>__<tool>`) is named by its own name too.
+        names = {tool["name"].lower(), tool["name"].rsplit("__", 1)[-1].lower()}
+        if "input_schema" in tool and any(name in asked for name in names):
             arguments = example(tool["input_schema"])
             return f"toolu_demo_{uuid.uuid4().hex[:20]}", tool["name"], json.dumps(arguments)
     return None

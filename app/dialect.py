@@ -89,6 +89,12 @@ class Answer:
     tool_calls: dict[str, int] = field(default_factory=dict)  # count by who runs them
     steps: int = 0  # upstream responses complete
     paused: bool = False  # this step ended in `pause_turn`: the relay asks again
+    # The relay's own tool calls of this step (run by app/relaytools.py), with their input;
+    # and whether the step also waits for the caller's.
+    pending: list[tuple[Call, dict[str, Any]]] = field(default_factory=list)
+    caller_waits: bool = False
+    turns: list[dict[str, Any]] = field(default_factory=list)  # earlier steps' turns, done
+    results: list[dict[str, Any]] = field(default_factory=list)  # the relay's, left to send
     done: bool = False
 
     def total_usage(self) -> dict[str, Any]:

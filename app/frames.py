@@ -23,6 +23,10 @@ def done_payload(answer: Answer) -> dict[str, Any]:
         done["stop_sequence"] = stop["stop_sequence"]
     if answer.tools:  # the assistant turn, for the caller to send back as it is
         done["content"] = answer.content
+    if answer.turns:  # the relay's own tool steps before it: they go first
+        done["turns"] = answer.turns
+    if answer.results:  # the relay's results, for the user turn with the caller's own
+        done["tool_results"] = answer.results
     return done
 
 

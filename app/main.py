@@ -56,6 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = app.state.runtime = Runtime(settings, make_client(settings))
         handle_sigterm(runtime)
         runtime.watchdog.start()
+        if runtime.hub is not None:
+            runtime.hub.start()
+            log.info("MCP servers: %s", ", ".join(runtime.hub.servers))
         if runtime.cluster is not None:
             runtime.cluster.start()
             log.info("replicas share resumable streams and client limits through Redis")

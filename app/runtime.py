@@ -26,7 +26,9 @@ from app.errors import ApiError, shutting_down
 from app.frames import RELAY
 from app.journal import Journal
 from app.kept import Kept
+from app.mcphub import Hub
 from app.mirror import Mirror, RemoteReader
+from app.relaytools import Running, run_calls
 from app.stream import Stream
 from app.uimessages import CHAT_ID
 from app.uistream import UI
@@ -67,6 +69,12 @@ class Runtime:
         self.readers = ReaderSlots(settings.max_streams_per_client, settings.max_concurrent_streams)
         # Metric labels come from a fixed set: the models a request may name, or `other`.
         self.model_labels = frozenset(settings.allowed_models or [settings.default_model])
+        # The operator's MCP servers (MCP_SERVERS), started with the app, and the calls to
+        # them running now.
+        self.hub: Hub | None = None
+        if settings.mcp_servers:
+            self.hub = Hub(settings.mcp_servers, settings.mcp_reconnect_seconds, 30.0)
+        self.tool_calls = Running(settings.mcp_max_calls)
         # What replicas share, when there are several (REDIS_URL).
         self.cluster: Cluster | None = None
         if settings.redis_url is not None:
@@ -84,6 +92,13 @@ class Runtime:
         """Start a stream's task; its `ready` says how it opened (a refusal included). The
         stream gives back the `held` bytes of its request body once it has dropped them."""
         settings = self.settings
+        run_tools = None
+        if self.hub is not None:  # the relay's tools, offered next to the caller's
+            offered = self.hub.definitions()
+            if offered:
+                ask.params["tools"] = [*ask.params.get("tools", ()), *offered]
+            ask.tools, ask.steps = True, settings.max_tool_steps
+            run_tools = partial(run_calls, hub=self.hub, settings=settings, running=self.tool_calls)
         stream = Stream(
             self.client,
             ask.params,
@@ -100,6 +115,7 @@ class Runtime:
             ask.tools,
             ask.steps,
             ask.message_id,
+            run_tools,
         )
         self._spawn(self._life(stream, log_content))
         return stream
@@ -299,6 +315,8 @@ class Runtime:
 
     async def close(self) -> None:
         await self._end_all()
+        if self.hub is not None:
+            await self.hub.close()
         self.watchdog.stop()
         self.kept.clear()
         await self.client.close()

@@ -12,7 +12,7 @@ import asyncio
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,9 @@ from app.errors import SHUTDOWN, ApiError, shutting_down
 from app.frames import RELAY
 from app.journal import Journal
 from app.outbox import Outbox
-from app.translate import Answer, failure_frames, message_started, next_step, translate
+from app.relaytools import Ran
+from app.steps import finished_for_the_caller, next_request, next_step, tools_ran
+from app.translate import Answer, failure_frames, message_started, translate
 from app.upstream import READ_ERRORS, drain, open_upstream, read_failure
 
 # The last frame of a stream the relay ended after its start, by why it ended.
@@ -58,6 +60,9 @@ class Stream:
     tools: bool = False  # tools in play (app/tools.py): tool blocks shown, content kept
     max_steps: int = 1  # upstream requests it may make (pause_turn is continued)
     message_id: str | None = None  # the UI message it continues, if any
+    # Runs the relay's own tool calls of a step (app/relaytools.py), when it has MCP servers.
+    run_tools: Callable[[list[tuple[Any, dict[str, Any]]]], Awaitable[list[Ran]]] | None = None
+    _asked: list[dict[str, Any]] | None = None  # the caller's turns, once a step continues
     answer: Answer = field(init=False)
     outbox: Outbox | Journal = field(default_factory=Outbox)
     _expiry: asyncio.TimerHandle | None = None
@@ -204,20 +209,33 @@ class Stream:
                 self._expiry.cancel()
 
     async def _steps(self) -> None:
-        # One answer, several upstream requests when a step ends in `pause_turn`: each
-        # asks again with the turn so far, inside the same scope, so every way a stream
-        # ends still ends them all.
+        # One answer, several upstream requests: a step that ends in `pause_turn` is asked
+        # again with the turn so far; one that calls the relay's tools runs them and asks
+        # again with their results. All inside the same scope, so every way a stream ends
+        # ends a running tool call and any further step too.
+        answer = self.answer
         while True:
             await self._attempts()
-            if not self.answer.paused or self.outcome is not None:
+            if not answer.paused or self.outcome is not None:
                 return
-            # The caller's turns (without the turn an earlier continuation appended), then
-            # the assistant's turn so far: the API continues it.
-            turns = self.params["messages"]
-            turns = turns[:-1] if self.answer.steps > 1 else turns
-            turn = {"role": "assistant", "content": list(self.answer.content)}
-            self.params = {**self.params, "messages": [*turns, turn]}
-            next_step(self.answer)
+            if answer.pending and self.run_tools is not None:
+                self.waiting_since = None  # not for the upstream: each call has its timeout
+                ran = await self.run_tools(answer.pending)
+                for result in ran:
+                    await self.outbox.put(
+                        answer.dialect.tool_output(result.call, result.output, result.error)
+                    )
+                blocks = [result.block for result in ran]
+                if answer.caller_waits:  # the caller's tools too: the answer ends here
+                    self.outcome = "done"
+                    await self.outbox.put(finished_for_the_caller(answer, blocks))
+                    return
+                tools_ran(answer, blocks)
+            else:
+                next_step(answer)
+            if self._asked is None:
+                self._asked = self.params["messages"]
+            self.params = next_request(self.params, self._asked, answer)
             self.attempts = 0
 
     async def _attempts(self) -> None:

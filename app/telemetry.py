@@ -9,7 +9,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +68,23 @@ TOOL_CALLS = Counter(
     "chat_relay_model_tool_calls_total",
     "Tool calls Claude made in answers, by who runs them.",
     ["run_by"],  # caller, anthropic, relay: a fixed set
+)
+RELAY_TOOL_CALLS = Counter(
+    "chat_relay_tool_calls_total",
+    "Tool calls the relay ran on its MCP servers, by server and outcome.",
+    ["server", "outcome"],  # server names from MCP_SERVERS (or `unknown`); a fixed outcome set
+)
+RELAY_TOOL_SECONDS = Histogram(
+    "chat_relay_tool_call_seconds",
+    "How long the relay's tool calls took, by server.",
+    ["server"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+MCP_UP = Gauge(
+    "chat_relay_mcp_server_up",
+    "Whether an MCP server is connected (1) or not (0).",
+    ["server"],
+    multiprocess_mode="livemax",
 )
 SERVER_TOOL_REQUESTS = Counter(
     "chat_relay_server_tool_requests_total",
@@ -246,3 +263,11 @@ def _server_tool_uses(usage: dict[str, Any]) -> dict[str, int]:
         for key in USAGE_KEYS
         if isinstance(reported.get(key), int) and reported[key] > 0
     }
+
+
+def tool_called(name: str, outcome: str, seconds: float, servers: Collection[str]) -> None:
+    """A relay tool call (app/relaytools.py): its server is a configured one or `unknown`."""
+    server = name.removeprefix("mcp__").partition("__")[0]
+    label = server if server in servers else "unknown"
+    RELAY_TOOL_CALLS.labels(label, outcome).inc()
+    RELAY_TOOL_SECONDS.labels(label).observe(seconds)

@@ -38,15 +38,6 @@ def message_started(answer: Answer, data: bytes) -> None:
     _merge(answer.usage, message.get("usage"))
 
 
-def next_step(answer: Answer) -> None:
-    """A step ended in `pause_turn` and the relay asks again: the next response's usage
-    adds to this one's, and its frames continue the same answer."""
-    answer.earlier = answer.total_usage()
-    answer.usage, answer.stop = {}, {}
-    answer.kept = len(answer.content)
-    answer.paused = answer.step_shown = False
-
-
 def translate(answer: Answer, name: bytes, data: bytes) -> bytes | None:
     """The bytes to send for one upstream event after `message_start`, or None.
 
@@ -192,6 +183,10 @@ def _block_stopped(answer: Answer, index: int) -> bytes | None:
         if not isinstance(kept["input"], dict):
             kept["input"], error = {INVALID_JSON: text}, "The tool's input is not a JSON object."
         frame += answer.dialect.tool_input(block.call, kept["input"], error)
+        if block.call.run_by == RELAY_RUN:
+            answer.pending.append((block.call, kept["input"]))
+        elif block.call.run_by == CALLER:
+            answer.caller_waits = True
     answer.content.append(kept)
     return frame or None
 
@@ -200,8 +195,10 @@ def _message_stopped(answer: Answer) -> bytes:
     dialect = answer.dialect
     frames = _head(answer) + _closing(answer) + dialect.step(False)
     answer.steps += 1
-    if answer.stop.get("stop_reason") == "pause_turn" and answer.steps < answer.max_steps:
-        answer.paused = True
+    more = answer.steps < answer.max_steps
+    stop_reason = answer.stop.get("stop_reason")
+    if more and (stop_reason == "pause_turn" or (stop_reason == "tool_use" and answer.pending)):
+        answer.paused = True  # the stream continues: asks again, or runs the relay's tools
         return frames
     answer.done = True
     return frames + dialect.done(answer)

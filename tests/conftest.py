@@ -23,8 +23,10 @@ from tests.support import (
     ServerLoop,
     relay_settings,
     serve,
+    start_mcp_http,
     start_relay,
     stop_relay,
+    stop_server,
 )
 
 
@@ -90,6 +92,14 @@ def relay_log() -> Iterator[LogLines]:
     yield handler
     for logger in loggers:
         logger.removeHandler(handler)
+
+
+@pytest.fixture(scope="module")
+def mcp_http(server_loop: ServerLoop) -> Iterator[str]:
+    """tests/mcp_server.py over streamable HTTP on 127.0.0.1: its URL."""
+    server, url = server_loop.run(start_mcp_http())
+    yield url
+    server_loop.run(stop_server(server))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

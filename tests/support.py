@@ -122,6 +122,28 @@ async def start_relay(settings: Settings, **options: Any) -> Relay:
     return Relay(f"http://127.0.0.1:{port}", server, settings)
 
 
+async def start_mcp_http(port: int = 0) -> tuple[uvicorn.Server, str]:
+    """tests/mcp_server.py over streamable HTTP, in this loop; its server and its URL."""
+    from tests.mcp_server import build  # the mcp SDK's server, only for the tests that use it
+
+    config = uvicorn.Config(
+        build().streamable_http_app(), host="127.0.0.1", port=port, log_config=None
+    )
+    server = uvicorn.Server(config)
+    server.task = asyncio.ensure_future(server.serve())  # type: ignore[attr-defined]
+    while not server.started:
+        if server.task.done():  # type: ignore[attr-defined]
+            server.task.result()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/mcp"
+
+
+async def stop_server(server: uvicorn.Server) -> None:
+    server.should_exit = True
+    await server.task  # type: ignore[attr-defined]
+
+
 async def stop_relay(relay: Relay) -> None:
     relay.server.should_exit = True
     await relay.server.task  # type: ignore[attr-defined]

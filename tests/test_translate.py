@@ -6,7 +6,8 @@ import pytest
 
 from app.errors import ApiError
 from app.frames import RELAY
-from app.translate import Answer, failure_frames, message_started, next_step, translate
+from app.steps import next_step
+from app.translate import Answer, failure_frames, message_started, translate
 from app.uistream import UI
 from tests.fake_upstream import (
     cited_block,

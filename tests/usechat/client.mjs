@@ -36,6 +36,7 @@ async function built(stream) {
     reasoning: of(last, "reasoning"),
     metadata: last.metadata,
     id: last.id,
+    parts: last.parts.filter((p) => p.type !== "text" && p.type !== "reasoning"),
   };
 }
 
