@@ -324,22 +324,23 @@ function post() {
 async function converse(answer, open) {
   for (;;) {
     await relay(answer, open);
-    const content = answer.waiting;
+    const step = answer.waiting;
     delete answer.waiting;
     // Not when stopped, failed, or cleared away by New chat.
-    if (!content || answer.status !== "done" || !turns.includes(answer)) return;
+    if (!step || answer.status !== "done" || !turns.includes(answer)) return;
     const rounds = answer.steps?.length ?? 0;
     const last = rounds >= MAX_ROUNDS;
-    const results = last
-      ? notRun(answer, content, `Not run: the page stops after ${MAX_ROUNDS} tool rounds.`)
-      : runCalls(answer, content);
-    if (!results.length) {
-      // Nothing of the page's to run (tools the relay runs, say): nothing to send back.
-      answer.content = content;
+    const own = last
+      ? notRun(answer, step.content, `Not run: the page stops after ${MAX_ROUNDS} tool rounds.`)
+      : runCalls(answer, step.content);
+    if (!own.length) {
+      // Nothing of the page's to run: nothing to send back, the step ends the answer.
+      Object.assign(answer, { content: step.content, relayTurns: step.turns });
       save();
       return;
     }
-    answer.steps = [...(answer.steps ?? []), { content, results }];
+    // The relay's results (tools it ran in the same step) go first, with the page's own.
+    answer.steps = [...(answer.steps ?? []), { ...step, results: [...step.results, ...own] }];
     // The next step is a new stream: a reload from here on shows this one, done.
     answer.mark = { text: answer.text.length, tools: answer.tools?.length ?? 0 };
     delete answer.streamId;
@@ -444,9 +445,16 @@ async function readAnswer(answer, response) {
     } else if (event === "done") {
       answer.status = "done";
       answer.usage = addUsage(answer.usage, payload.usage);
-      // Calls the page runs: the steps so far plus this one's content go back with results.
-      if (payload.stop_reason === "tool_use" && payload.content) answer.waiting = payload.content;
-      else if (payload.content) answer.content = payload.content;
+      // What goes back next time: the relay's own tool steps (turns), the assistant turn
+      // (content) and, when it waits for the page's tools, the relay's results to send with
+      // the page's own.
+      const step = { turns: payload.turns, content: payload.content };
+      if (payload.stop_reason === "tool_use" && payload.content) {
+        answer.waiting = { ...step, results: payload.tool_results ?? [] };
+      } else if (payload.content) {
+        answer.content = payload.content;
+        answer.relayTurns = payload.turns;
+      }
     } else if (event === "error") {
       fail(answer, describeFrameError(payload.error));
     }

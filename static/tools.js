@@ -67,9 +67,10 @@ export function toolFrame(turn, event, payload) {
 
 // The `tool_result` blocks answering the caller's calls in `content` (an assistant turn
 // that ended waiting for them): the page's own tools run, anything else is an error Claude
-// can read. Each card shows what was sent back.
+// can read. Each card shows what was sent back. Calls the relay ran are not the page's: the
+// relay hands their results over itself (done.tool_results).
 export function runCalls(turn, content) {
-  return callsIn(content).map((call) => {
+  return callsIn(turn, content).map((call) => {
     const tool = turn.tools?.find((t) => t.id === call.id);
     const local = LOCAL[call.name];
     let text;
@@ -91,13 +92,14 @@ export function runCalls(turn, content) {
 // Results for calls the page will not run (it stopped asking), so the conversation still
 // pairs every call with a result.
 export function notRun(turn, content, why) {
-  return callsIn(content).map((call) =>
+  return callsIn(turn, content).map((call) =>
     answered(turn.tools?.find((t) => t.id === call.id), call.id, why, true),
   );
 }
 
-function callsIn(content) {
-  return content.filter((block) => block.type === "tool_use");
+function callsIn(turn, content) {
+  const runBy = (id) => turn.tools?.find((t) => t.id === id)?.runBy ?? "caller";
+  return content.filter((block) => block.type === "tool_use" && runBy(block.id) === "caller");
 }
 
 function answered(tool, id, text, isError) {
@@ -108,18 +110,20 @@ function answered(tool, id, text, isError) {
 
 // ---- the conversation ---------------------------------------------------------------
 
-// An answer as the turns to send back: each step that ended in tool calls (its content as
-// the relay handed it out, then the results), then the last step (its content, or the
-// partial text of a stopped one).
+// An answer as the turns to send back: each step that ended in the page's tool calls (the
+// turns of the relay's own tool steps before it, its content as the relay handed it out,
+// then the results), then the last step (the same, or the partial text of a stopped one).
 export function sentTurns(turn) {
   const turns = [];
   for (const step of turn.steps ?? []) {
-    turns.push({ role: "assistant", content: step.content });
+    turns.push(...(step.turns ?? []), { role: "assistant", content: step.content });
     turns.push({ role: "user", content: step.results });
   }
-  const last = turn.content ?? turn.text.slice(turn.mark?.text ?? 0);
-  if (last.length) turns.push({ role: "assistant", content: last });
-  return turns;
+  if (turn.content) {
+    return [...turns, ...(turn.relayTurns ?? []), { role: "assistant", content: turn.content }];
+  }
+  const partial = turn.text.slice(turn.mark?.text ?? 0);
+  return partial ? [...turns, { role: "assistant", content: partial }] : turns;
 }
 
 // ---- rendering ----------------------------------------------------------------------
@@ -176,6 +180,9 @@ function outcomeView(tool) {
   if (tool.error) return element("p", "tool-output error", tool.error);
   const output = tool.output;
   if (output === undefined || output === null) return null;
+  if (Array.isArray(output) && !output.every((item) => item?.url !== undefined)) {
+    return blocksView(output); // a relay tool's: [{type: "text", text} | {type: "image", ...}]
+  }
   if (Array.isArray(output)) {
     // web search: [{url, title, page_age}]
     const list = element("ul", "tool-output tool-links");
@@ -202,6 +209,17 @@ function outcomeView(tool) {
     return box;
   }
   return element("pre", "tool-output", JSON.stringify(output, null, 2));
+}
+
+function blocksView(blocks) {
+  const box = element("div", "tool-output");
+  for (const block of blocks) {
+    if (block?.type === "text") box.append(element("pre", "", block.text));
+    else if (block?.type === "image") {
+      box.append(element("p", "tool-age", `[an image: ${block.media_type}, ${block.bytes} bytes]`));
+    } else box.append(element("pre", "", JSON.stringify(block, null, 2)));
+  }
+  return box;
 }
 
 function pretty(text) {

@@ -261,3 +261,53 @@ def test_a_full_storage_does_not_break_the_conversation(chat, upstream):
     page.wait_done(2)
     assert page.answer().inner_text() == "Still here."
     assert plain(upstream.requests[-1].body["messages"])[1]["content"] == "Hello, world!"
+
+
+def relay_call(call_id: str, index: int) -> list:
+    """A call of tests/mcp_server.py's echo, as the relay offers it."""
+    return tool_block(index, call_id, "mcp__t__echo", ['{"text": "hi"}'])
+
+
+def test_the_relays_own_tools_show_and_go_back_with_the_pages(chat, upstream, mcp_http):
+    # One step calls a tool the relay runs (MCP) and the page's local_time; the next, the
+    # relay's alone, then words. Everything the relay ran goes back as it said.
+    upstream.push(
+        tool_answer(
+            text_block(0, ["Both. "]),
+            relay_call("relay_1", 1),
+            tool_block(2, "mine_1", "local_time", ["{}"]),
+        ),
+        tool_answer(relay_call("relay_2", 0)),
+        answer("Done with tools."),
+    )
+    page = chat(mcp_servers=json.dumps([{"name": "t", "url": mcp_http}]))
+    posts = chat_posts(page)
+    connected = "fetch('/readyz').then((r) => r.json()).then((ready) => ready.mcp_servers.t)"
+    page.page.wait_for_function(connected, timeout=15_000)
+    page.send("Echo and the time")
+    page.answer().filter(has_text="Done with tools.").wait_for()
+    page.wait_done()
+    cards = page.page.locator(".tool")
+    assert cards.count() == 3
+    assert [cards.nth(n).get_attribute("data-run-by") for n in range(3)] == [
+        "relay",
+        "caller",
+        "relay",
+    ]
+    assert cards.first.locator(".tool-by").inner_text() == "run on the server"
+    assert cards.first.locator(".tool-output").inner_text() == "echo: hi"
+    # The second POST: the relay's result first, then the page's, for the one step.
+    _, step, results = posts[1]["messages"]
+    assert [b["id"] for b in step["content"] if b["type"] == "tool_use"] == ["relay_1", "mine_1"]
+    assert [b["tool_use_id"] for b in results["content"]] == ["relay_1", "mine_1"]
+    # The next question sends the relay's own step (done.turns) before the last words.
+    page.send("And now?")
+    page.wait_done(2)
+    sent = posts[-1]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant"] * 3 + ["user"]
+    assert sent[3]["content"][0]["id"] == "relay_2"
+    assert sent[4]["content"][0]["tool_use_id"] == "relay_2"
+    assert plain(sent[5:]) == [
+        {"role": "assistant", "content": "Done with tools."},
+        {"role": "user", "content": "And now?"},
+    ]

@@ -94,3 +94,27 @@ test("only http and https URLs become sources, once each", () => {
   addCitation(turn, { url: null, title: "a document", cited_text: "…" });
   assert.deepEqual(turn.sources, [{ url: "https://a.example/x", title: "A" }]);
 });
+
+test("the relay's own calls are not the page's to answer, and its steps go back first", () => {
+  const turn = answerWith([
+    ["tool_start", { id: "r1", name: "mcp__t__echo", run_by: "relay" }],
+    ["tool_result", { id: "r1", name: "mcp__t__echo", run_by: "relay", output: [] }],
+    ...CALL,
+  ]);
+  const content = [
+    { type: "tool_use", id: "r1", name: "mcp__t__echo", input: {} },
+    { type: "tool_use", id: "t1", name: "local_time", input: {} },
+  ];
+  assert.deepEqual(runCalls(turn, content).map((r) => r.tool_use_id), ["t1"]);
+  const relayStep = [
+    { role: "assistant", content: [{ type: "tool_use", id: "r0", name: "x", input: {} }] },
+    { role: "user", content: [{ type: "tool_result", tool_use_id: "r0", content: "ok" }] },
+  ];
+  turn.steps = [{ turns: relayStep, content, results: [] }];
+  turn.content = [{ type: "text", text: "Done." }];
+  turn.relayTurns = relayStep;
+  assert.deepEqual(
+    sentTurns(turn).map((t) => t.role),
+    ["assistant", "user", "assistant", "user", "assistant", "user", "assistant"],
+  );
+});
