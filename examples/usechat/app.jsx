@@ -62,12 +62,12 @@ function localTime() {
 }
 
 // A tool part as it goes: its input streaming in, then complete, then its output (or error).
-// Anthropic's server tools (providerExecuted) show the same way, with their results.
+// Tools run server-side (providerExecuted: Anthropic's, the relay's MCP tools) show alike.
 function ToolCard({ part }) {
   return (
     <div className="tool" data-state={part.state}>
       <b className="tool-name">{getToolName(part)}</b>{" "}
-      <span className="tool-state">{part.providerExecuted ? "run by Anthropic" : part.state}</span>
+      <span className="tool-state">{part.providerExecuted ? "run server-side" : part.state}</span>
       {part.input !== undefined && <pre className="tool-input">{JSON.stringify(part.input)}</pre>}
       {part.state === "output-available" && (
         <pre className="tool-output">{JSON.stringify(part.output)}</pre>
