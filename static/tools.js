@@ -116,14 +116,21 @@ function answered(tool, id, text, isError) {
 export function sentTurns(turn) {
   const turns = [];
   for (const step of turn.steps ?? []) {
-    turns.push(...(step.turns ?? []), { role: "assistant", content: step.content });
+    turns.push(...(step.turns ?? []), { role: "assistant", content: sendable(step.content) });
     turns.push({ role: "user", content: step.results });
   }
-  if (turn.content) {
-    return [...turns, ...(turn.relayTurns ?? []), { role: "assistant", content: turn.content }];
+  const content = sendable(turn.content ?? []);
+  if (content.length) {
+    return [...turns, ...(turn.relayTurns ?? []), { role: "assistant", content }];
   }
   const partial = turn.text.slice(turn.mark?.text ?? 0);
   return partial ? [...turns, { role: "assistant", content: partial }] : turns;
+}
+
+// Blank text blocks (a model may open one before a call) are refused by the relay and the
+// API alike; they say nothing, so they stay behind.
+function sendable(content) {
+  return content.filter((block) => block.type !== "text" || block.text.trim());
 }
 
 // ---- rendering ----------------------------------------------------------------------

@@ -70,6 +70,13 @@ test("the page's own tool runs; others, and calls with bad input, get an error",
   assert.deepEqual(sentTurns(turn).at(-1), { role: "assistant", content: "Partial" });
   turn.content = [{ type: "text", text: "Partial answer." }];
   assert.deepEqual(sentTurns(turn).at(-1), { role: "assistant", content: turn.content });
+  // Blank text blocks stay behind (the relay refuses them); content of nothing at all is
+  // no turn.
+  turn.steps[0].content = [{ type: "text", text: "\n\n" }, ...content.slice(1)];
+  assert.deepEqual(sentTurns(turn)[0].content, content.slice(1));
+  turn.content = [];
+  turn.text = turn.text.slice(0, turn.mark.text);
+  assert.equal(sentTurns(turn).length, 2);
 });
 
 test("local_time is declared with no required input", () => {
