@@ -81,7 +81,7 @@ def _attached(request: dict[str, Any]) -> str:
 
 def demo_thinking(request: dict[str, Any]) -> str:
     return (
-        f"The question is “{_question(request)}”. This is the demo upstream, so there is "
+        f"The question is “{demotools.question(request)}”. This is the demo upstream, so there is "
         "nothing to work out: I will say what the relay did with it."
     )
 

@@ -9,6 +9,7 @@ import {
 } from "./attachments.js";
 import { renderMarkdown } from "./markdown.js";
 import { chosenModel, setUpModels } from "./models.js";
+import { addCitation, renderSources, sourcesSection } from "./sources.js";
 import { readEvents } from "./sse.js";
 import {
   addThought,
@@ -17,6 +18,7 @@ import {
   thinkingDone,
   thinkingSection,
 } from "./thinking.js";
+import { TOOLS, notRun, pieces, runCalls, sentTurns, toolCard, toolFrame } from "./tools.js";
 
 const STORE = "chat-relay:conversation";
 const TOKEN = "chat-relay:token"; // sessionStorage: this tab only
@@ -40,12 +42,18 @@ let needsToken = false; // from /api/config
 // A turn: {role: "user" | "assistant", text, files (a user's: attachments.js), status: "streaming" | "done" | "stopped" | "error",
 // usage, error}. A resumable answer also keeps its streamId and the id of the last frame it
 // shows (lastId), saved together with its text: a reload mid-answer resumes it from there.
+// With tools, an answer may take several requests (steps): it also keeps its tool cards
+// (tools: tools.js), its sources (sources.js), each step that ended in tool calls with the
+// results sent back (steps: [{content, results}]), where the running step began (mark), and
+// the last step's content (done.content: what to send back as the assistant turn).
 let turns = load();
 let controller = null; // the AbortController of the answer streaming now
 let streaming = null; // that answer's turn
 let canResume = true; // from /api/config
 const views = new Map(); // turn -> its <li>
 const RESUME_TRIES = 6; // 0.25 s doubling to 8 s: well inside the relay's resume window
+// Tool rounds per question: a model that keeps calling cannot keep the page asking forever.
+const MAX_ROUNDS = 5;
 
 function load() {
   try {
@@ -59,16 +67,27 @@ function load() {
   }
 }
 
+// `waiting` (calls about to run) is not kept: an answer reloaded then ends with its text,
+// never with calls that have no results (the relay would refuse the conversation).
 function save() {
-  localStorage.setItem(STORE, JSON.stringify(turns, withoutData));
+  const replacer = (key, value) => (key === "waiting" ? undefined : withoutData(key, value));
+  try {
+    localStorage.setItem(STORE, JSON.stringify(turns, replacer));
+  } catch (err) {
+    // Over the quota (a few MB: server tools' results are kept whole to be sent back): the
+    // conversation goes on in this tab; a reload shows the last one that fitted.
+    console.warn("chat-relay: the conversation is too large to keep", err);
+  }
 }
 
-// What the model sees: every user turn and every answer that has text (a stopped answer's
-// partial text too); failed answers are left out, so a failure never corrupts the thread.
+// What the model sees: every user turn and every answer (its tool steps, and its content or
+// a stopped answer's partial text); failed answers are left out, so a failure never
+// corrupts the thread.
 function history() {
-  return turns
-    .filter((t) => t.role === "user" || (t.status !== "error" && t.text))
-    .map((t) => ({ role: t.role, content: t.role === "user" ? contentOf(t) : t.text }));
+  return turns.flatMap((t) => {
+    if (t.role === "user") return [{ role: "user", content: contentOf(t) }];
+    return t.status === "error" ? [] : sentTurns(t);
+  });
 }
 
 // ---- rendering --------------------------------------------------------------------
@@ -84,7 +103,7 @@ function mount(turn) {
   if (turn.role === "assistant") body.setAttribute("aria-live", "polite");
   const meta = document.createElement("div");
   meta.className = "meta";
-  li.append(who, thinkingSection(), body, meta);
+  li.append(who, thinkingSection(), body, sourcesSection(), meta);
   ui.list.append(li);
   views.set(turn, li);
   ui.empty.hidden = true;
@@ -95,14 +114,17 @@ function render(turn) {
   const li = views.get(turn);
   if (!li) return;
   const stickToBottom = isNearBottom();
-  const [, thinking, body, meta] = li.children;
+  const [, thinking, body, sources, meta] = li.children;
   li.dataset.status = turn.status || "done";
   if (turn.role === "user") {
     body.replaceChildren(...(turn.files?.length ? [filesView(turn)] : []), turn.text);
   } else {
     renderThinking(thinking, turn);
-    body.innerHTML = renderMarkdown(turn.text);
-    for (const pre of body.querySelectorAll("pre")) addCopyButton(pre);
+    const live = turn.status === "streaming";
+    body.replaceChildren(
+      ...pieces(turn).map((piece) => (piece.tool ? toolCard(piece.tool, live) : prose(piece.text))),
+    );
+    renderSources(sources, turn);
     // Screen readers hear the answer once it is complete, not every fragment.
     body.setAttribute("aria-busy", String(turn.status === "streaming"));
   }
@@ -110,9 +132,19 @@ function render(turn) {
   if (stickToBottom) window.scrollTo(0, document.body.scrollHeight);
 }
 
+// Model text, rendered as Markdown (markdown.js sanitizes it).
+function prose(text) {
+  const div = document.createElement("div");
+  div.className = "text";
+  div.innerHTML = renderMarkdown(text);
+  for (const pre of div.querySelectorAll("pre")) addCopyButton(pre);
+  return div;
+}
+
 function metaFor(turn) {
   if (turn.role === "user") return [];
   if (turn.status === "streaming") return [span("typing", "Answering…")];
+  const note = turn.note ? [span("note", turn.note)] : [];
   if (turn.status === "stopped") return [span("stopped", "Stopped.")];
   if (turn.status === "error") {
     const retry = document.createElement("button");
@@ -123,12 +155,12 @@ function metaFor(turn) {
     return [span("error", turn.error), retry];
   }
   const u = turn.usage;
-  if (!u) return [];
+  if (!u) return note;
   // Input is fresh, read from the prompt cache, or written to it: all of it was sent.
   const cached = u.cache_read_input_tokens ?? 0;
   const input = (u.input_tokens ?? 0) + cached + (u.cache_creation_input_tokens ?? 0);
-  const note = cached ? ` (${cached} cached)` : "";
-  return [span("usage", `${input} tokens in${note} · ${u.output_tokens ?? 0} out`)];
+  const cachedNote = cached ? ` (${cached} cached)` : "";
+  return [...note, span("usage", `${input} tokens in${cachedNote} · ${u.output_tokens ?? 0} out`)];
 }
 
 function span(className, text) {
@@ -263,33 +295,82 @@ async function authHeaders() {
 }
 
 async function ask() {
-  const messages = history();
   const answer = { role: "assistant", text: "", status: "streaming" };
   turns.push(answer);
   mount(answer);
+  await converse(answer, post());
+}
+
+// The conversation so far (this answer's tool steps too), with the page's tools.
+function post() {
   const body = JSON.stringify({
-    messages,
+    messages: history(),
     model: chosenModel(),
     thinking: ui.think.checked || undefined,
     resumable: canResume || undefined,
+    tools: TOOLS,
   });
-  await relay(answer, (signal, headers) =>
+  return (signal, headers) =>
     fetch("/api/chat", {
       method: "POST",
       headers: { "content-type": "application/json", ...headers },
       body,
       signal,
-    }),
-  );
+    });
+}
+
+// Stream `answer`; while a step ends waiting for the page's tools, run them and ask again
+// with their results: the continuation streams into the same answer.
+async function converse(answer, open) {
+  for (;;) {
+    await relay(answer, open);
+    const step = answer.waiting;
+    delete answer.waiting;
+    // Not when stopped, failed, or cleared away by New chat.
+    if (!step || answer.status !== "done" || !turns.includes(answer)) return;
+    const rounds = answer.steps?.length ?? 0;
+    const last = rounds >= MAX_ROUNDS;
+    const own = last
+      ? notRun(answer, step.content, `Not run: the page stops after ${MAX_ROUNDS} tool rounds.`)
+      : runCalls(answer, step.content);
+    if (!own.length) {
+      // Nothing of the page's to run: nothing to send back, the step ends the answer.
+      Object.assign(answer, { content: step.content, relayTurns: step.turns });
+      save();
+      return;
+    }
+    // The relay's results (tools it ran in the same step) go first, with the page's own.
+    answer.steps = [...(answer.steps ?? []), { ...step, results: [...step.results, ...own] }];
+    // The next step is a new stream: a reload from here on shows this one, done.
+    answer.mark = { text: answer.text.length, tools: answer.tools?.length ?? 0 };
+    delete answer.streamId;
+    delete answer.lastId;
+    if (last) {
+      answer.note = `Stopped after ${MAX_ROUNDS} tool rounds.`;
+      render(answer);
+      save();
+      return;
+    }
+    answer.status = "streaming";
+    render(answer);
+    save();
+    open = post();
+  }
 }
 
 // The rest of a resumable answer: the frames after the last one shown.
 function resumeFrom(answer) {
   return (signal, headers) => {
     if (answer.lastId) headers["last-event-id"] = answer.lastId;
-    else answer.text = ""; // replayed from its first frame
+    else rewind(answer); // replayed from its first frame
     return fetch(`/api/chat/${encodeURIComponent(answer.streamId)}`, { headers, signal });
   };
+}
+
+// Back to where the running step began: its frames are about to come again.
+function rewind(answer) {
+  answer.text = answer.text.slice(0, answer.mark?.text ?? 0);
+  answer.tools?.splice(answer.mark?.tools ?? 0);
 }
 
 // Stream `answer` from `open(signal, headers)`; when the connection drops mid-answer, a
@@ -355,14 +436,40 @@ async function readAnswer(answer, response) {
         answer.streamId = payload.stream_id;
         save(); // a reload from here on resumes it
       }
+    } else if (toolFrame(answer, event, payload)) {
+      thinkingDone(answer);
+      scheduleRender(answer);
+    } else if (event === "citation") {
+      addCitation(answer, payload);
+      scheduleRender(answer);
     } else if (event === "done") {
       answer.status = "done";
-      answer.usage = payload.usage;
+      answer.usage = addUsage(answer.usage, payload.usage);
+      // What goes back next time: the relay's own tool steps (turns), the assistant turn
+      // (content) and, when it waits for the page's tools, the relay's results to send with
+      // the page's own.
+      const step = { turns: payload.turns, content: payload.content };
+      if (payload.stop_reason === "tool_use" && payload.content) {
+        answer.waiting = { ...step, results: payload.tool_results ?? [] };
+      } else if (payload.content) {
+        answer.content = payload.content;
+        answer.relayTurns = payload.turns;
+      }
     } else if (event === "error") {
       fail(answer, describeFrameError(payload.error));
     }
     if (id) answer.lastId = id; // with the text it shows: saved together
   }
+}
+
+// An answer of several steps was billed for each: the counts add up.
+function addUsage(total, usage) {
+  if (!total) return usage;
+  const sum = { ...total };
+  for (const [key, value] of Object.entries(usage ?? {})) {
+    if (typeof value === "number") sum[key] = (sum[key] ?? 0) + value;
+  }
+  return sum;
 }
 
 function sleep(ms, signal) {
@@ -454,7 +561,7 @@ fetch("/api/config")
   .then(() => {
     // An answer that was streaming when the page went away carries on where it stopped.
     const last = turns.at(-1);
-    if (last?.status === "streaming") relay(last, resumeFrom(last));
+    if (last?.status === "streaming") converse(last, resumeFrom(last));
   });
 
 // Whatever the answer shows when the page goes, with the id of its last frame.

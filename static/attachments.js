@@ -63,9 +63,11 @@ export function contentOf(turn) {
   return turn.text ? [...blocks, { type: "text", text: turn.text }] : blocks;
 }
 
-// JSON.stringify's replacer for the saved conversation: no data, no object URLs.
+// JSON.stringify's replacer for the saved conversation: files without their data or object
+// URLs (only files': an answer's tool results and sources keep their URLs).
 export function withoutData(key, value) {
-  return key === "data" || key === "url" ? undefined : value;
+  if (key !== "files" || !Array.isArray(value)) return value;
+  return value.map(({ data, url, ...kept }) => kept);
 }
 
 // A user turn's files in the transcript.

@@ -14,6 +14,12 @@ export function addThought(turn, text) {
   if (turn.thinking === undefined) {
     turn.thinking = "";
     turn.thinkingFrom = Date.now();
+  } else if (turn.thoughtMs !== undefined) {
+    // Thinking again after words (the next step of a tool loop): a new paragraph, and the
+    // clock goes on from what it showed, the time between not counted.
+    turn.thinking += "\n\n";
+    turn.thinkingFrom = Date.now() - turn.thoughtMs;
+    turn.thoughtMs = undefined;
   }
   turn.thinking += text;
 }

@@ -160,8 +160,10 @@ def chat(browser, make_relay, request):
     """Open the chat page of a new relay (these settings) in a new browser context; the
     test fails on any CSP violation or problem the page had (a screenshot if it failed)."""
 
-    def open_chat(via=None, **settings) -> Page:
-        context = browser.new_context(viewport={"width": 900, "height": 700})
+    def open_chat(via=None, timezone=None, **settings) -> Page:
+        """`timezone`: the browser's (an IANA name), for what the page reads off its clock."""
+        viewport = {"width": 900, "height": 700}
+        context = browser.new_context(viewport=viewport, timezone_id=timezone)
         page = Page(context.new_page(), make_relay(**settings))
         pages.append(page)
         page.open(via(page.relay) if via else None)

@@ -2,9 +2,11 @@
 the DELETE), bundled with esbuild from npm at test time, served beside the relay (another
 origin, allowed by CORS_ORIGINS) and driven in Chromium: it streams, a reload mid-answer
 resumes with no text twice and no second upstream request, Stop closes the upstream
-within a second, and attached files reach the upstream as image and document blocks."""
+within a second, attached files reach the upstream as image and document blocks, and a
+client tool goes the whole round trip (onToolCall, addToolOutput, sendAutomaticallyWhen)."""
 
 import base64
+import json
 import shutil
 import subprocess
 import threading
@@ -14,7 +16,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.fake_upstream import answer
+from tests.fake_upstream import answer, text_block, tool_answer, tool_block
 from tests.support import FILE_STARTS, ROOT, WORDS, free_port, png
 
 EXAMPLE = ROOT / "examples" / "usechat"
@@ -127,3 +129,47 @@ def test_files_travel_as_the_ai_sdk_sends_them(chat, upstream):
     assert base64.b64decode(image["source"]["data"]) == png(2, 2)
     assert document["type"] == "document" and base64.b64decode(document["source"]["data"]) == pdf
     assert text["text"] == "What are these?"
+
+
+def test_a_client_tool_round_trip(chat, upstream):
+    # Claude calls the page's local_time; onToolCall runs it, addToolOutput records it, and
+    # sendAutomaticallyWhen sends it back: the answer goes on in the same message.
+    upstream.push(
+        tool_answer(
+            text_block(0, ["Checking. "]), tool_block(1, "toolu_ex1", "local_time", ["{", "}"])
+        ),
+        answer("It is ", "tea time."),
+    )
+    ask(chat, "What time is it?")
+    chat.wait_for_selector(".tool[data-state='output-available'] .tool-output")
+    chat.wait_for_function(
+        "document.querySelector('.message.assistant')?.textContent.includes('tea time.')"
+    )
+    chat.wait_for_selector("#status:has-text('ready')")
+    assert chat.locator(".message.assistant").count() == 1
+    assert chat.locator(".tool .tool-name").inner_text() == "local_time"
+    assert chat.locator(".tool .tool-input").inner_text() == "{}"
+    output = json.loads(chat.locator(".tool .tool-output").inner_text())
+    assert output["time_zone"] and output["iso"]
+    first, second = (r.body for r in upstream.requests)
+    for body in (first, second):
+        assert [t["name"] for t in body["tools"]] == ["local_time"]
+    asked, called, results = second["messages"]
+    assert asked["role"] == "user"
+    assert [b["type"] for b in called["content"]] == ["text", "tool_use"]
+    use = called["content"][1]
+    assert use["id"] == "toolu_ex1" and use["name"] == "local_time" and use["input"] == {}
+    (result,) = results["content"]
+    assert result["tool_use_id"] == use["id"] and "is_error" not in result
+    assert json.loads(result["content"]) == output
+
+
+def test_the_automatic_round_trips_are_bounded(chat, upstream):
+    calls = (tool_answer(tool_block(0, f"toolu_b{n}", "local_time", ["{}"])) for n in range(7))
+    upstream.push(*calls)
+    ask(chat, "Keep calling")
+    chat.wait_for_function("document.querySelectorAll('.tool .tool-output').length === 6")
+    chat.wait_for_selector("#status:has-text('ready')")
+    time.sleep(0.5)  # a seventh request would have gone by now
+    assert len(upstream.requests) == 6  # the question and 5 continuations
+    assert chat.locator(".message.assistant").count() == 1
