@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     # Turns one conversation may hold: far more than people type, few enough that checking
     # them is cheap.
     max_turns: int = Field(1000, ge=1)
+    # What a body may become, counted on its bytes before it is parsed (app/jsonsize.py):
+    # its arrays, objects and commas outside strings. A PDF is one string; 32 MB of `[],`
+    # are ten million lists. 1,000 turns of 4 parts take about 17,000, and 64 tools in
+    # 256 KiB of JSON schema at most about 25,000.
+    max_json_values: int = Field(100_000, ge=16)
     # Seconds a request body may take to arrive, plus a second per MIN_UPLOAD_RATE bytes
     # of it (a photo over a slow uplink), and how many may be arriving at once: a slow
     # upload holds a connection and what it has sent so far.

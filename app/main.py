@@ -82,6 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
+        # Starlette's slash redirect answers before any route checks the Host: it would
+        # send `DELETE /api/chat/` with `Host: evil.example` to http://evil.example/.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     errors.install(app)

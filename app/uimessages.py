@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from app.ask import Ask, ModelName, Tally, Text, base_params
 from app.attachments import check_block, from_data_url
 from app.config import Settings
-from app.errors import ApiError, invalid_request
+from app.errors import ApiError, invalid_body
 
 ACCEPTED = "id, messages, trigger, messageId, model, max_tokens, system, thinking, resumable"
 # A resumable chat's id is the capability to read and stop its answer: the AI SDK makes 16
@@ -28,7 +28,8 @@ Short = Annotated[StrictStr, Field(max_length=256)]
 
 
 class UIPart(BaseModel):
-    model_config = ConfigDict(extra="allow")  # state, providerMetadata, ...: not ours
+    # state, providerMetadata, ...: not ours, so never built (a body may be 32 MiB).
+    model_config = ConfigDict(extra="ignore")
 
     type: Annotated[StrictStr, Field(max_length=64)]
     text: Text | None = None
@@ -36,7 +37,7 @@ class UIPart(BaseModel):
 
 
 class UIMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")  # metadata: the app's
+    model_config = ConfigDict(extra="ignore")  # metadata: the app's, never built
 
     id: Short | None = None
     role: Literal["user", "assistant", "system"]
@@ -89,7 +90,7 @@ def ui_params(body: bytes, settings: Settings) -> Ask:
     try:
         request = UIChatRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise invalid_request(list(exc.errors(include_url=False)), ACCEPTED) from None
+        raise invalid_body(exc, ACCEPTED) from None
     if request.resumable and not CHAT_ID.fullmatch(request.id):
         raise ApiError(
             400,

@@ -6,12 +6,11 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
 
 import httpx2
 
 from tests.fake_upstream import answer
-from tests.support import BODY_COPIES, file_block, raw_post
+from tests.support import BODY_COPIES, file_block, memory_mb, raw_post
 
 
 async def slow_upload(url: str):
@@ -118,14 +117,6 @@ def test_chunked_bodies_count_against_the_held_bytes_as_they_arrive(make_relay, 
     ((status, raw),) = asyncio.run(run())
     assert status == 503 and b"holds as many request bodies" in raw
     assert server_loop.wait_for(lambda: runtime.held_bytes == 0)
-
-
-def memory_mb(pid: int, field: str) -> float:
-    """`VmRSS` (now) or `VmHWM` (the peak so far) of a process, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(field)
 
 
 def test_a_held_body_costs_at_most_body_copies_of_its_size(make_replica, upstream):
