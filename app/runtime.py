@@ -80,9 +80,18 @@ class Runtime:
         else:
             self.mirror = None
 
-    def start(self, ask: Ask, client_key: str, held: int, *, log_content: bool) -> Stream:
+    def start(
+        self,
+        ask: Ask,
+        client_key: str,
+        held: int,
+        *,
+        log_content: bool,
+        scoped: Callable[[str], str] | None = None,
+    ) -> Stream:
         """Start a stream's task; its `ready` says how it opened (a refusal included). The
-        stream gives back the `held` bytes of its request body once it has dropped them."""
+        stream gives back the `held` bytes of its request body once it has dropped them;
+        `scoped` names its stream id for its caller (app/identity.py)."""
         settings = self.settings
         stream = Stream(
             self.client,
@@ -97,6 +106,7 @@ class Runtime:
             ask.chat_id,
             partial(self.let_go, held),
             ask.attached,
+            scoped,
         )
         self._spawn(self._life(stream, log_content))
         return stream

@@ -55,6 +55,9 @@ class Stream:
     # Gives back what the request body held of MAX_HELD_BODY_BYTES (app/body.py), once.
     let_go: Callable[[], None] | None = None
     attached: Tally = field(default_factory=Tally)  # its images and PDFs, for the log line
+    # The name its stream id is kept under: scoped to its caller (app/identity.py).
+    scoped: Callable[[str], str] | None = None
+    _key: str | None = None
     answer: Answer = field(init=False)
     outbox: Outbox | Journal = field(default_factory=Outbox)
     _expiry: asyncio.TimerHandle | None = None
@@ -79,13 +82,16 @@ class Stream:
         self.answer = Answer(self.mode, self.dialect, "thinking" in self.params)
         if self.resume_window > 0:
             self.answer.stream_id = secrets.token_urlsafe(24)
+            scoped = self.scoped
+            self._key = scoped(self.answer.stream_id) if scoped else self.answer.stream_id
             self.outbox = Journal()
         self.ready = asyncio.get_running_loop().create_future()
 
     @property
     def stream_id(self) -> str | None:
-        """The handle for resuming and stopping (resumable streams only): 192 random bits."""
-        return self.answer.stream_id
+        """What it is found by (resumable streams only): its handle (192 random bits, in
+        `start`), scoped to its caller when callers have identities."""
+        return self._key
 
     @property
     def resumes(self) -> int:
