@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app import telemetry
 from app.admission import check_origin, client_key
-from app.body import read_body
+from app.body import hold_values, read_body
 from app.errors import ApiError, shutting_down
 from app.identity import Caller
 from app.models import ChatRequest, upstream_params
@@ -104,6 +104,7 @@ async def _chat(request: Request) -> Response:
     held = len(body)
     try:
         ask = upstream_params(body, settings)
+        held += hold_values(runtime, ask.values)  # what its parsed form holds too
     except BaseException:
         runtime.let_go(held)
         raise

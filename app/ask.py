@@ -60,6 +60,7 @@ class Ask:
     dialect: str = "relay"  # or "ui": the AI SDK's UI message stream (app/uimessages.py)
     chat_id: str | None = None  # a useChat body's chat id
     attached: Tally = field(default_factory=Tally)  # its images and PDFs (app/attachments.py)
+    values: int = 0  # its body's JSON values (app/jsonsize.py): what its parsed form holds
 
 
 def base_params(

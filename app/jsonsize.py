@@ -80,12 +80,15 @@ def json_values(body: bytes, limit: int) -> int:
     return _tokens(outside, 0, len(outside), limit)
 
 
-def check_json_values(body: bytes, limit: int) -> None:
-    """413 for a body that would become more than `limit` JSON values (MAX_JSON_VALUES)."""
-    if json_values(body, limit) > limit:
+def check_json_values(body: bytes, limit: int) -> int:
+    """The body's JSON values, as `json_values` counts them (an upper bound); 413 for more
+    than `limit` (MAX_JSON_VALUES)."""
+    values = json_values(body, limit)
+    if values > limit:
         raise ApiError(
             413,
             "request_too_large",
             f"The request body holds too many JSON values (at most about {limit} arrays, "
             "objects and commas).",
         )
+    return values

@@ -69,7 +69,7 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
     is refused in about a millisecond instead of tens of thousands of validation errors
     later.
     """
-    check_json_values(body, settings.max_json_values)
+    values = check_json_values(body, settings.max_json_values)
     try:
         data = jiter.from_json(body, cache_mode="keys")
     except ValueError as exc:  # says where, never what: no input is echoed
@@ -87,7 +87,9 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
     check_parts(data, "parts" if ui else "content", settings.max_turns * PARTS_PER_TURN)
     del data, turns  # attachments make a body large: hold one copy of it at a time
     if ui:
-        return ui_params(body, settings)
+        ask = ui_params(body, settings)
+        ask.values = values
+        return ask
     try:
         # JSON mode, for its JSON wording ("array", "object"); a second C parse is cheap.
         request = ChatRequest.model_validate_json(body)
@@ -99,4 +101,4 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
     params = base_params(
         request.model, request.max_tokens, request.system, messages, settings, request.thinking
     )
-    return Ask(params, request.resumable, attached=tally)
+    return Ask(params, request.resumable, attached=tally, values=values)
