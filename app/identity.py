@@ -23,7 +23,7 @@ from pathlib import Path
 from fastapi import Request
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from app.admission import address_key
+from app.admission import client_key
 from app.config import Settings
 from app.errors import ApiError
 from app.jwks import JwtCheck
@@ -77,8 +77,7 @@ class Identities:
         if owner is None:
             if self.configured:
                 raise unauthenticated()
-            address = request.client.host if request.client else "unknown"
-            return Caller(None, address_key(address))
+            return Caller(None, client_key(request))
         return Caller(owner, _printable_key(owner))
 
     async def _owner(self, request: Request) -> str | None:
