@@ -36,7 +36,8 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
-# uvicorn on 0.0.0.0:8000 with --proxy-headers, a worker per CPU the container may use
-# (app/__main__.py). The relay drains for SHUTDOWN_GRACE_SECONDS on SIGTERM before uvicorn's
-# own shutdown starts; uvicorn's graceful timeout (5 s) then only covers what is left.
+# uvicorn on 0.0.0.0:8000, a worker per CPU the container may use (app/__main__.py; the app
+# rewrites X-Forwarded-For itself, from FORWARDED_ALLOW_IPS). The relay drains for
+# SHUTDOWN_GRACE_SECONDS on SIGTERM before uvicorn's own shutdown starts; uvicorn's
+# graceful timeout (5 s) then only covers what is left.
 CMD ["python", "-m", "app"]

@@ -51,7 +51,9 @@ def main() -> None:
             host=os.environ.get("HOST", "0.0.0.0"),
             port=int(os.environ.get("PORT", "8000")),
             workers=count,
-            proxy_headers=True,
+            # The app rewrites the client from X-Forwarded-For itself (app/identity.py),
+            # after noting the socket's peer, which TRUSTED_USER_HEADER depends on.
+            proxy_headers=False,
             # The relay drains for SHUTDOWN_GRACE_SECONDS on SIGTERM first (app/lifecycle.py).
             timeout_graceful_shutdown=UVICORN_GRACE,
         )

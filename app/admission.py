@@ -1,30 +1,15 @@
-"""Who may open a stream, and how many at once: the relay token and the stream slots.
+"""Who may open a stream, and how many at once: the origin, the host, the client key and
+the stream slots (callers' identities: app/identity.py).
 
 Everything here answers before the upstream is called, and costs nothing per delta.
 """
 
-import hmac
 import ipaddress
 
 from fastapi import Request
 
 from app.config import Settings
 from app.errors import RETRY_AFTER_SECONDS, ApiError
-
-
-def check_token(request: Request, settings: Settings) -> None:
-    if settings.relay_token is None:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    expected = settings.relay_token.get_secret_value().encode()
-    # compare_digest takes the same time wherever the first difference is.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        raise ApiError(
-            401,
-            "authentication_error",
-            "This relay needs `Authorization: Bearer <token>`.",
-            {"WWW-Authenticate": "Bearer"},
-        )
 
 
 def check_origin(request: Request, settings: Settings) -> None:
@@ -69,8 +54,9 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
 
 
 def client_key(request: Request) -> str:
-    # uvicorn replaces the peer address with the proxy's X-Forwarded-For only for the
-    # proxies named by --forwarded-allow-ips, so a caller cannot pick its own key.
+    # The app replaces the peer address with the proxy's X-Forwarded-For only for the
+    # proxies named by FORWARDED_ALLOW_IPS (app/identity.py), so a caller cannot pick its
+    # own key. A caller with an identity is counted by it instead (app/identity.py).
     return address_key(request.client.host) if request.client else "unknown"
 
 

@@ -10,13 +10,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import telemetry
-from app.admission import check_origin, check_token, client_key
-from app.body import read_body
+from app.admission import check_origin, client_key
+from app.body import hold_values, read_body
 from app.errors import ApiError, shutting_down
+from app.identity import Caller
 from app.models import ChatRequest, upstream_params
 from app.response import ChatResponse
-from app.runtime import Runtime
+from app.runtime import STREAM_ID, Runtime
 from app.sse import until_disconnected
+from app.uimessages import CHAT_ID
 from app.uistream import UI
 
 router = APIRouter()
@@ -66,7 +68,7 @@ async def config(request: Request) -> dict[str, Any]:
     settings = request.app.state.runtime.settings
     return {
         "mode": settings.mode,
-        "auth": settings.relay_token is not None,
+        "auth": request.app.state.identities.bearer,
         "resume": settings.resume_window > 0,
         "models": settings.allowed_models or [settings.default_model],
         "default_model": settings.default_model,
@@ -100,16 +102,25 @@ async def _chat(request: Request) -> Response:
     if runtime.draining:
         raise shutting_down()
     check_origin(request, settings)
-    check_token(request, settings)
+    caller: Caller = await request.app.state.identities.identify(request)
     body = await read_body(request, runtime)
     held = len(body)
     try:
         ask = upstream_params(body, settings)
+        held += hold_values(runtime, ask.values)  # what its parsed form holds too
     except BaseException:
         runtime.let_go(held)
         raise
     del body  # the stream holds the conversation (and `held`) until its first delta
-    stream = runtime.start(ask, client_key(request), held, log_content=settings.log_content)
+    if ask.chat_id is not None:  # the caller's chat: another's of the same id is another
+        ask.chat_id = caller.scope(ask.chat_id, CHAT_ID)
+    stream = runtime.start(
+        ask,
+        caller.key,
+        held,
+        log_content=settings.log_content,
+        scoped=partial(caller.scope, form=STREAM_ID),
+    )
     try:
         # The status is decided once the upstream's `message_start` arrives, so every
         # failure before it is plain HTTP; a caller that leaves meanwhile ends the stream.
@@ -131,12 +142,12 @@ async def _chat(request: Request) -> Response:
     )
 
 
-def check_caller(request: Request) -> Runtime:
-    """What `POST /api/chat` asks of a caller (the origin, the token); the runtime."""
+async def check_caller(request: Request) -> tuple[Runtime, Caller]:
+    """What `POST /api/chat` asks of a caller (the origin, an identity when callers have
+    them); the runtime, and the caller."""
     runtime: Runtime = request.app.state.runtime
     check_origin(request, runtime.settings)
-    check_token(request, runtime.settings)
-    return runtime
+    return runtime, await request.app.state.identities.identify(request)
 
 
 @router.get("/api/chat/{stream_id}", response_class=Response)
@@ -147,14 +158,17 @@ async def resume(request: Request, stream_id: str) -> Response:
     # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
     if not (last.isascii() and last.isdigit() and len(last) <= 9):
         raise ApiError(400, "invalid_request_error", "Last-Event-ID: a frame id, or none.")
-    runtime = check_caller(request)
-    return replay(runtime, await runtime.read(stream_id, int(last), client_key(request)))
+    runtime, caller = await check_caller(request)
+    # Another caller's stream id is one that does not exist: the same 404, the same path.
+    found = caller.scope(stream_id, STREAM_ID)
+    return replay(runtime, await runtime.read(found, int(last), caller.key))
 
 
 @router.delete("/api/chat/{stream_id}", status_code=204, response_class=Response)
 async def stop(request: Request, stream_id: str) -> Response:
     """Stop the stream now: its upstream is closed; a reader hears `cancelled`."""
-    await check_caller(request).stop(stream_id)
+    runtime, caller = await check_caller(request)
+    await runtime.stop(caller.scope(stream_id, STREAM_ID))
     return Response(status_code=204)
 
 
@@ -162,19 +176,19 @@ async def stop(request: Request, stream_id: str) -> Response:
 async def resume_chat(request: Request, chat_id: str) -> Response:
     """useChat's resume (`resume: true`): the chat's running answer from its first chunk,
     then live to `[DONE]`; 204 when none runs (unknown, finished or expired)."""
-    runtime = check_caller(request)
-    stream_id = await runtime.chat_stream(chat_id)
+    runtime, caller = await check_caller(request)
+    stream_id = await runtime.chat_stream(caller.scope(chat_id, CHAT_ID))
     reading = None
     if stream_id is not None:
-        reading = await runtime.read(stream_id, 0, client_key(request), UI, running=True)
+        reading = await runtime.read(stream_id, 0, caller.key, UI, running=True)
     return replay(runtime, reading, UI.headers)
 
 
 @router.delete("/api/chat/{chat_id}/stream", status_code=204, response_class=Response)
 async def stop_chat(request: Request, chat_id: str) -> Response:
     """Stop the chat's running answer now (204 whether one ran or not)."""
-    runtime = check_caller(request)
-    stream_id = await runtime.chat_stream(chat_id)
+    runtime, caller = await check_caller(request)
+    stream_id = await runtime.chat_stream(caller.scope(chat_id, CHAT_ID))
     if stream_id is not None:
         await runtime.stop(stream_id, missing_ok=True)
     return Response(status_code=204)

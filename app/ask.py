@@ -63,6 +63,7 @@ class Ask:
     tools: bool = False  # tools in play: declared, or server tools on (app/tools.py)
     steps: int = 1  # upstream requests the answer may make (MAX_TOOL_STEPS with server tools)
     message_id: str | None = None  # the UI message the answer continues, if any
+    values: int = 0  # its body's JSON values (app/jsonsize.py): what its parsed form holds
 
 
 def base_params(
@@ -90,10 +91,13 @@ def base_params(
         params["system"] = system
     if thinking:
         if model.startswith(tuple(settings.thinking_budget_models)):
-            # A budget within max_tokens: the answer keeps the max_tokens it asked for.
-            budget = settings.thinking_budget_tokens
+            # A budget within max_tokens: the answer keeps the max_tokens it asked for, as
+            # far as MAX_TOKENS_LIMIT allows (it bounds spend, and the memory arithmetic);
+            # past it, thinking and answer share the limit (the API wants the budget below).
+            total = min(max_tokens + settings.thinking_budget_tokens, settings.max_tokens_limit)
+            budget = min(settings.thinking_budget_tokens, total - 1)
             params["thinking"] = {"type": "enabled", "budget_tokens": budget}
-            params["max_tokens"] = max_tokens + budget
+            params["max_tokens"] = total
         else:
             params["thinking"] = {"type": "adaptive", "display": "summarized"}
     if settings.prompt_caching == "auto":

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     # Turns one conversation may hold: far more than people type, few enough that checking
     # them is cheap.
     max_turns: int = Field(1000, ge=1)
+    # What a body may become, counted on its bytes before it is parsed (app/jsonsize.py):
+    # its arrays, objects and commas outside strings. A PDF is one string; 32 MB of `[],`
+    # are ten million lists. 1,000 turns of 4 parts take about 17,000, and 64 tools in
+    # 256 KiB of JSON schema at most about 25,000.
+    max_json_values: int = Field(100_000, ge=16)
     # Seconds a request body may take to arrive, plus a second per MIN_UPLOAD_RATE bytes
     # of it (a photo over a slow uplink), and how many may be arriving at once: a slow
     # upload holds a connection and what it has sent so far.
@@ -64,6 +69,18 @@ class Settings(BaseSettings):
     # Who may stream, and how many at once. One stream costs well under 0.1 MB and, at a
     # typical 20 deltas/s, well under 1 ms of CPU per second: 1,000 fit one core.
     relay_token: SecretStr | None = None
+    # Callers with identities (app/identity.py), in the order a request is identified: a
+    # trusted proxy's header (believed only from FORWARDED_ALLOW_IPS, uvicorn's own setting,
+    # read here too: the app rewrites the client address itself), then a bearer token, one
+    # of RELAY_TOKENS (`name:token,...`, or `@path` to a file of one a line), then a JWT.
+    relay_tokens: SecretStr | None = None
+    jwt_jwks_url: str | None = None
+    jwt_public_key: str | None = None  # PEM, or `@path`
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["RS256", "ES256", "EdDSA"]
+    trusted_user_header: str | None = None
+    forwarded_allow_ips: str = "127.0.0.1"
     max_concurrent_streams: int = Field(1000, ge=1)
     max_streams_per_client: int = Field(20, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = []
@@ -141,6 +158,7 @@ class Settings(BaseSettings):
         "server_tools",
         "web_allowed_domains",
         "web_blocked_domains",
+        "jwt_algorithms",
         mode="before",
     )
     @classmethod
@@ -160,7 +178,27 @@ class Settings(BaseSettings):
     def _host_names_in_lower_case(cls, value: list[str]) -> list[str]:
         return [host.lower() for host in value]  # once here, not per request
 
-    @field_validator("anthropic_api_key", "relay_token", "redis_url", mode="before")
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        # HMAC would take the public key as a shared secret (anyone could sign), and
+        # `none` signs nothing.
+        if not value or any(a.lower() == "none" or a.upper().startswith("HS") for a in value):
+            raise ValueError("JWT_ALGORITHMS: asymmetric algorithms only (RS256, ES256, ...)")
+        return value
+
+    @field_validator(
+        "anthropic_api_key",
+        "relay_token",
+        "redis_url",
+        "relay_tokens",
+        "jwt_jwks_url",
+        "jwt_public_key",
+        "jwt_issuer",
+        "jwt_audience",
+        "trusted_user_header",
+        mode="before",
+    )
     @classmethod
     def _blank_key_is_none(cls, value: object) -> object:
         # `ANTHROPIC_API_KEY=` in a .env file means "no key" (demo mode); likewise the token.

@@ -13,6 +13,7 @@ import httpx2
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from app.telemetry import printable, redact
@@ -144,6 +145,11 @@ def _describe(errors: list[dict[str, Any]], accepted: str) -> str:
         where = ".".join(_short(str(p)) for p in error.get("loc", ()) if p != "body")
         if error.get("type") == "extra_forbidden":
             what = f"unknown field (accepted: {accepted})"
+        elif error.get("type") == "union_tag_invalid":
+            # pydantic's words quote the caller's tag whole; the tags it expected come
+            # last, after the tag (so a tag cannot fake them).
+            expected = str(error["msg"]).rpartition("expected tags: ")[2]
+            what = f"not a type this relay accepts (expected: {expected})"
         else:
             what = str(error["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {what}" if where else what)
@@ -157,6 +163,13 @@ def _short(text: str, limit: int = 40) -> str:
 def invalid_request(errors: list[dict[str, Any]], accepted: str = "") -> ApiError:
     """422 for a body that failed validation; `accepted`: the fields it may have."""
     return ApiError(422, "invalid_request_error", _describe(errors, accepted) or "Invalid request.")
+
+
+def invalid_body(exc: ValidationError, accepted: str) -> ApiError:
+    """422 for a body pydantic refused, described without its input: pydantic would turn
+    what the caller sent back into Python objects (up to 32 MiB of them) to quote it."""
+    details = exc.errors(include_url=False, include_input=False, include_context=False)
+    return invalid_request(list(details), accepted)
 
 
 def install(app: FastAPI) -> None:

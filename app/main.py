@@ -12,6 +12,7 @@ from app import errors, web
 from app.api import router
 from app.client import make_client
 from app.config import Settings
+from app.identity import Identities, NotePeer
 from app.lifecycle import handle_sigterm
 from app.memory import return_large_blocks, settle_gc
 from app.response import QuietAbort
@@ -85,8 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
+        # Starlette's slash redirect answers before any route checks the Host: it would
+        # send `DELETE /api/chat/` with `Host: evil.example` to http://evil.example/.
+        redirect_slashes=False,
     )
     app.state.settings = settings
+    app.state.identities = Identities(settings)  # a bad RELAY_TOKENS stops the start here
     errors.install(app)
     app.include_router(router)
     if settings.cors_origins:
@@ -98,7 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["authorization", "content-type", "last-event-id", "x-request-id"],
             expose_headers=["retry-after", "x-request-id"],
         )
-    web.install(app)  # last: its headers go on every response, CORS preflights included
+    web.install(app)  # its headers go on every response, CORS preflights included
+    # Outermost: the socket's peer noted, then the client rewritten from X-Forwarded-For.
+    app.add_middleware(NotePeer, trusted=settings.forwarded_allow_ips)
     return app
 
 

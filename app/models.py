@@ -16,7 +16,8 @@ from pydantic import (
 
 from app.ask import Ask, ModelName, NonEmptyText, Text, base_params
 from app.config import Settings
-from app.errors import ApiError, invalid_request
+from app.errors import ApiError, invalid_body
+from app.jsonsize import check_json_values
 from app.tools import ToolChoice, ToolDefinition, check_tools, in_play, tool_params
 from app.turns import Blocks, check_turns
 from app.uimessages import PARTS_PER_TURN, check_parts, is_ui_body, ui_params
@@ -66,11 +67,13 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
     """Validate a raw request body (either dialect) into keyword arguments for
     `messages.create`, and how the caller wants its answer.
 
-    The work is bounded before validation starts: the body by MAX_BODY_BYTES, then one pass
-    of a C JSON parser, then the turn count (MAX_TURNS), so a conversation of 37,000 invalid
-    turns is refused in about a millisecond instead of tens of thousands of validation
-    errors later.
+    The work is bounded before validation starts: the body by MAX_BODY_BYTES, what it would
+    become by MAX_JSON_VALUES (counted on its bytes: app/jsonsize.py), then one pass of a C
+    JSON parser, then the turn count (MAX_TURNS), so a conversation of 30,000 invalid turns
+    is refused in about a millisecond instead of tens of thousands of validation errors
+    later.
     """
+    values = check_json_values(body, settings.max_json_values)
     try:
         data = jiter.from_json(body, cache_mode="keys")
     except ValueError as exc:  # says where, never what: no input is echoed
@@ -89,12 +92,14 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
     check_tools(data.get("tools"), settings)
     del data, turns  # attachments make a body large: hold one copy of it at a time
     if ui:
-        return ui_params(body, settings)
+        ask = ui_params(body, settings)
+        ask.values = values
+        return ask
     try:
         # JSON mode, for its JSON wording ("array", "object"); a second C parse is cheap.
         request = ChatRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise invalid_request(list(exc.errors(include_url=False)), ACCEPTED) from None
+        raise invalid_body(exc, ACCEPTED) from None
     turns = request.messages or [Turn(role="user", content=request.message)]  # type: ignore[arg-type]
     messages = [turn.model_dump(exclude_none=True) for turn in turns]
     tally = check_turns(messages, settings)
@@ -102,4 +107,6 @@ def upstream_params(body: bytes, settings: Settings) -> Ask:
         request.model, request.max_tokens, request.system, messages, settings, request.thinking
     )
     params.update(tool_params(request.tools, request.tool_choice, request.thinking, settings))
-    return Ask(params, request.resumable, attached=tally, **in_play(params, settings))
+    return Ask(
+        params, request.resumable, attached=tally, values=values, **in_play(params, settings)
+    )

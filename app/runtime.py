@@ -88,9 +88,18 @@ class Runtime:
         else:
             self.mirror = None
 
-    def start(self, ask: Ask, client_key: str, held: int, *, log_content: bool) -> Stream:
+    def start(
+        self,
+        ask: Ask,
+        client_key: str,
+        held: int,
+        *,
+        log_content: bool,
+        scoped: Callable[[str], str] | None = None,
+    ) -> Stream:
         """Start a stream's task; its `ready` says how it opened (a refusal included). The
-        stream gives back the `held` bytes of its request body once it has dropped them."""
+        stream gives back the `held` bytes of its request body once it has dropped them;
+        `scoped` names its stream id for its caller (app/identity.py)."""
         settings = self.settings
         run_tools = None
         if self.hub is not None:  # the relay's tools, offered next to the caller's
@@ -112,10 +121,11 @@ class Runtime:
             ask.chat_id,
             partial(self.let_go, held),
             ask.attached,
-            ask.tools,
-            ask.steps,
-            ask.message_id,
-            run_tools,
+            tools=ask.tools,
+            max_steps=ask.steps,
+            message_id=ask.message_id,
+            run_tools=run_tools,
+            scoped=scoped,
         )
         self._spawn(self._life(stream, log_content))
         return stream

@@ -63,6 +63,9 @@ class Stream:
     # Runs the relay's own tool calls of a step (app/relaytools.py), when it has MCP servers.
     run_tools: Callable[[list[tuple[Any, dict[str, Any]]]], Awaitable[list[Ran]]] | None = None
     _asked: list[dict[str, Any]] | None = None  # the caller's turns, once a step continues
+    # The name its stream id is kept under: scoped to its caller (app/identity.py).
+    scoped: Callable[[str], str] | None = None
+    _key: str | None = None
     answer: Answer = field(init=False)
     outbox: Outbox | Journal = field(default_factory=Outbox)
     _expiry: asyncio.TimerHandle | None = None
@@ -94,13 +97,16 @@ class Stream:
         )
         if self.resume_window > 0:
             self.answer.stream_id = secrets.token_urlsafe(24)
+            scoped = self.scoped
+            self._key = scoped(self.answer.stream_id) if scoped else self.answer.stream_id
             self.outbox = Journal()
         self.ready = asyncio.get_running_loop().create_future()
 
     @property
     def stream_id(self) -> str | None:
-        """The handle for resuming and stopping (resumable streams only): 192 random bits."""
-        return self.answer.stream_id
+        """What it is found by (resumable streams only): its handle (192 random bits, in
+        `start`), scoped to its caller when callers have identities."""
+        return self._key
 
     @property
     def resumes(self) -> int:

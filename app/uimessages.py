@@ -23,7 +23,7 @@ from app.ask import Ask, ModelName, Tally, Text, base_params
 from app.attachments import check_block, from_data_url
 from app.config import Settings
 from app.dialect import RELAY_TOOL_PREFIX
-from app.errors import ApiError, invalid_request
+from app.errors import ApiError, invalid_body
 from app.tools import ToolChoice, ToolDefinition, in_play, tool_params
 from app.turns import check_pairs
 
@@ -38,7 +38,8 @@ Short = Annotated[StrictStr, Field(max_length=256)]
 
 
 class UIPart(BaseModel):
-    model_config = ConfigDict(extra="allow")  # state, providerMetadata, ...: not ours
+    # Whatever else a part carries (callProviderMetadata, ...): not ours, so never built.
+    model_config = ConfigDict(extra="ignore")
 
     type: Annotated[StrictStr, Field(max_length=128)]  # `tool-<name>`: up to 69
     text: Text | None = None
@@ -55,7 +56,7 @@ class UIPart(BaseModel):
 
 
 class UIMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")  # metadata: the app's
+    model_config = ConfigDict(extra="ignore")  # metadata: the app's, never built
 
     id: Short | None = None
     role: Literal["user", "assistant", "system"]
@@ -110,7 +111,7 @@ def ui_params(body: bytes, settings: Settings) -> Ask:
     try:
         request = UIChatRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise invalid_request(list(exc.errors(include_url=False)), ACCEPTED) from None
+        raise invalid_body(exc, ACCEPTED) from None
     if request.resumable and not CHAT_ID.fullmatch(request.id):
         raise ApiError(
             400,

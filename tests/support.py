@@ -593,6 +593,14 @@ def ui_answer_interrupted(
     return rest, interrupted, result
 
 
+def memory_mb(pid: int, field: str) -> float:
+    """`VmRSS` (now) or `VmHWM` (the peak so far) of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(field)
+
+
 # Memory a request body of B bytes costs at most, in B, from its first byte read to its
 # first delta: measured by tests/test_body.py, assumed by tests/test_deploy.py.
 BODY_COPIES = 2.5

@@ -56,3 +56,15 @@ def test_thinking_is_asked_for_the_way_the_model_needs():
     assert "thinking" not in params({"message": "hi"})
     ui = params({**ui_body("chatAbcdefgh01234"), "thinking": True})
     assert ui["thinking"]["type"] == "adaptive"
+
+
+def test_thinking_on_a_budget_model_stays_within_the_token_limit():
+    # 8,192 asked on a budget model: 12,288 went upstream, past MAX_TOKENS_LIMIT.
+    model = "claude-sonnet-4-5-20250929"
+    sent = params({"message": "hi", "thinking": True, "model": model, "max_tokens": 8192})
+    assert sent["max_tokens"] == 8192
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    small = params({"message": "hi", "thinking": True, "model": model, "max_tokens": 100})
+    assert small["max_tokens"] == 4196  # below the limit the answer keeps what it asked
+    tight = params({"message": "hi", "thinking": True, "model": model}, max_tokens_limit=4096)
+    assert tight["max_tokens"] == 4096 and tight["thinking"]["budget_tokens"] == 4095

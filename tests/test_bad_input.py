@@ -180,3 +180,10 @@ def test_the_key_never_shows(relay, upstream, caplog, relay_log):
     assert API_KEY[-12:] not in seen
     # ...and the failures were logged, for whoever runs the relay.
     assert "upstream answered HTTP 401" in relay_log.text
+
+
+def test_a_slash_redirect_never_names_a_host_we_do_not_serve(relay):
+    # Starlette's slash redirect answered before the Host check: a 307 to evil.example.
+    r = httpx2.delete(f"{relay.url}/api/chat/", headers={"host": "evil.example"}, timeout=10)
+    assert r.status_code in (403, 404, 405), r.status_code
+    assert "evil.example" not in r.headers.get("location", "") and "location" not in r.headers

@@ -6,12 +6,13 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
 
 import httpx2
 
+from app.body import BYTES_PER_VALUE
+from app.jsonsize import json_values
 from tests.fake_upstream import answer
-from tests.support import BODY_COPIES, file_block, raw_post
+from tests.support import BODY_COPIES, file_block, memory_mb, raw_post
 
 
 async def slow_upload(url: str):
@@ -120,32 +121,24 @@ def test_chunked_bodies_count_against_the_held_bytes_as_they_arrive(make_relay, 
     assert server_loop.wait_for(lambda: runtime.held_bytes == 0)
 
 
-def memory_mb(pid: int, field: str) -> float:
-    """`VmRSS` (now) or `VmHWM` (the peak so far) of a process, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(field)
-
-
-def test_a_held_body_costs_at_most_body_copies_of_its_size(make_replica, upstream):
-    """What the Deployment's arithmetic assumes (tests/test_deploy.py): a request body of B
-    bytes costs at most BODY_COPIES x B of memory from its first byte read to its first
-    delta (the bytes, the parsed conversation, the SDK's request body on its way upstream),
-    and nothing after."""
-    process, url = make_replica(MAX_HELD_BODY_BYTES=str(80 * 2**20))
-    size, count = 8 * 2**20, 8
-    pdf = json.dumps({"message": [file_block("application/pdf", size // 4 * 3)]}).encode()
+def held_copies(
+    make_replica, upstream, body: bytes, charged: int, count: int, *, large: bool = True
+) -> float:
+    """Memory `count` held `body`s cost at the peak, from their first byte read to their
+    first delta, in copies of what each is `charged` against MAX_HELD_BODY_BYTES; and, for
+    `large` blocks (which go back to the OS at once), that nothing of them is left while
+    they stream (small objects' arenas stay in RSS, for the next bodies to reuse)."""
+    process, url = make_replica(MAX_HELD_BODY_BYTES=str(max(count * charged + 2**20, 2**25)))
     upstream.push(*[answer("warm")] * 2)
     for _ in range(2):  # the allocator warmed up
-        assert httpx2.post(f"{url}/api/chat", content=pdf, timeout=30).status_code == 200
+        assert httpx2.post(f"{url}/api/chat", content=body, timeout=30).status_code == 200
     base = memory_mb(process.pid, "VmRSS")
     # Each answer starts after 1 s, then streams for 4 s.
     upstream.push(*[[("sleep", 1), *answer(*["word "] * 40, delay=0.1)]] * count)
     started = threading.Barrier(count + 1)
 
     def chat() -> bool:
-        with httpx2.stream("POST", f"{url}/api/chat", content=pdf, timeout=30) as reply:
+        with httpx2.stream("POST", f"{url}/api/chat", content=body, timeout=30) as reply:
             lines = reply.iter_lines()
             while not next(lines).startswith("event: delta"):
                 pass
@@ -159,8 +152,33 @@ def test_a_held_body_costs_at_most_body_copies_of_its_size(make_replica, upstrea
         streaming = memory_mb(process.pid, "VmRSS")
         started.wait(30)
         assert all(reply.result() for reply in replies)
-    copies = (memory_mb(process.pid, "VmHWM") - base) / (count * size / 2**20)
+    copies = (memory_mb(process.pid, "VmHWM") - base) / (count * charged / 2**20)
     print(f"a held body: {copies:.2f} copies at the peak; {streaming - base:+.1f} MB streaming")
-    assert copies <= BODY_COPIES, copies
     # The conversations were dropped at their first delta: not held while they stream.
-    assert streaming - base < 0.25 * count * size / 2**20
+    assert not large or streaming - base < 0.25 * count * charged / 2**20
+    return copies
+
+
+def test_a_held_body_costs_at_most_body_copies_of_its_size(make_replica, upstream):
+    """What the Deployment's arithmetic assumes (tests/test_deploy.py): a request body of B
+    bytes costs at most BODY_COPIES x B of memory from its first byte read to its first
+    delta (the bytes, the parsed conversation, the SDK's request body on its way upstream),
+    and nothing after."""
+    size = 8 * 2**20
+    pdf = json.dumps({"message": [file_block("application/pdf", size // 4 * 3)]}).encode()
+    charged = len(pdf) + json_values(pdf, 10**9) * BYTES_PER_VALUE
+    assert held_copies(make_replica, upstream, pdf, charged, 8) <= BODY_COPIES
+
+
+def test_the_densest_bodies_are_charged_what_they_become(make_replica, upstream):
+    """1,000 turns of four one-letter blocks: 157 KB of JSON that held 1 MB once parsed
+    (6.5 copies of its bytes, 9 in RSS), when only its bytes counted. Each of its JSON values
+    is charged BYTES_PER_VALUE too, and the arithmetic holds again."""
+    roles = ("user", "assistant")
+    turns = [
+        {"role": roles[i % 2], "content": [{"type": "text", "text": "a"}] * 4} for i in range(999)
+    ]
+    body = json.dumps({"messages": turns}).encode()
+    charged = len(body) + json_values(body, 10**9) * BYTES_PER_VALUE
+    assert charged > 6 * len(body)
+    assert held_copies(make_replica, upstream, body, charged, 20, large=False) <= BODY_COPIES

@@ -2,10 +2,12 @@
 
 import asyncio
 import time
+import tracemalloc
 
 import httpx2
 
 from app.config import Settings
+from app.demo import _usage
 from tests.support import RawClient, file_block, post_chat
 
 
@@ -131,3 +133,21 @@ def test_the_demo_says_what_was_attached(make_relay):
     assert "“Look” with 2 attachments (image/png of 300 KB, application/pdf of 2 KB)" in (
         reply.text_out
     )
+
+
+def test_a_long_conversation_costs_the_demo_a_bounded_count(make_relay):
+    """The demo counted input tokens by splitting the whole conversation into words: 49 MB
+    and 100 ms for 2 MB. Now each text is counted on at most its first 64 KiB."""
+    text = "word " * 400_000  # 2 MB in one turn
+    request = {"messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]}
+    tracemalloc.start()
+    try:
+        usage = _usage(request)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 390_000 <= usage["input_tokens"] <= 410_000
+    assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MB"
+    relay = demo_relay(make_relay, demo_token_delay=0)
+    reply = post_chat(relay, {"message": text})
+    assert reply.status == 200 and reply.frames[-1][1]["usage"]["cache_creation_input_tokens"]

@@ -2,7 +2,10 @@
 
 import os
 
+import httpx2
+
 from app.__main__ import cpus, workers
+from tests.support import serve
 
 
 def test_cpus_are_the_affinity_bounded_by_the_cgroup_quota(tmp_path):
@@ -26,3 +29,27 @@ def test_web_concurrency_wins(monkeypatch):
     assert workers() == 3
     monkeypatch.setenv("WEB_CONCURRENCY", "")
     assert workers() == cpus()
+
+
+def test_behind_a_proxy_the_app_notes_the_peer_before_the_rewrite(tmp_path):
+    """`python -m app` leaves X-Forwarded-For to the app, which notes the socket's peer
+    first: so a trusted proxy's user header is believed (uvicorn's own rewrite would have
+    made the peer the forwarded address, and the header would never be)."""
+    env = {
+        **os.environ,
+        "WEB_CONCURRENCY": "1",
+        "ANTHROPIC_API_KEY": "",
+        "DEMO_TOKEN_DELAY": "0",
+        "TRUSTED_USER_HEADER": "X-Forwarded-User",
+        "FORWARDED_ALLOW_IPS": "127.0.0.1",
+    }
+    process, url = serve(env, tmp_path / "relay.log", launcher=True)
+    try:
+        proxied = {"x-forwarded-for": "203.0.113.9", "x-forwarded-user": "alice"}
+        body = {"message": "Hi", "max_tokens": 1}
+        assert httpx2.post(f"{url}/api/chat", json=body, headers=proxied).status_code == 200
+        assert httpx2.post(f"{url}/api/chat", json=body).status_code == 401
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert '"client": "user:alice"' in (tmp_path / "relay.log").read_text()

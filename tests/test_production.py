@@ -103,7 +103,10 @@ def test_per_client_limit_answers_429_and_other_clients_pass(make_relay, upstrea
 
 
 def test_proxy_headers_are_ignored_unless_trusted(make_relay, upstream):
-    relay = make_relay(max_streams_per_client=1, server={"forwarded_allow_ips": ""})
+    # The app rewrites the client itself (app/identity.py), as uvicorn would: neither trusts.
+    relay = make_relay(
+        max_streams_per_client=1, forwarded_allow_ips="", server={"forwarded_allow_ips": ""}
+    )
     upstream.default = STALL
 
     async def run():
