@@ -148,8 +148,9 @@ def _describe(errors: list[dict[str, Any]], accepted: str) -> str:
         elif error.get("type") == "union_tag_invalid":
             # pydantic's words quote the caller's tag whole; the tags it expected come
             # last, after the tag (so a tag cannot fake them).
-            expected = str(error["msg"]).rpartition("expected tags: ")[2]
-            what = f"not a type this relay accepts (expected: {expected})"
+            expected = str(error["msg"]).rpartition("expected tags: ")[2].split(", ")
+            shown = ", ".join(expected[:5]) + (", ..." if len(expected) > 5 else "")
+            what = f"not a type this relay accepts (expected: {shown})"
         else:
             what = str(error["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {what}" if where else what)
