@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.telemetry import printable, redact
+from app.text import printable, redact
 
 log = logging.getLogger("chat_relay")
 

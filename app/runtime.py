@@ -126,7 +126,7 @@ class Runtime:
             await stream.run()
         finally:
             try:
-                telemetry.stream_ended(stream, messages, label)
+                telemetry.stream_ended(stream.record(), messages, label)
             finally:
                 stream.drop_conversation()
                 telemetry.ACTIVE.dec()

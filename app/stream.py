@@ -26,6 +26,7 @@ from app.errors import SHUTDOWN, ApiError, shutting_down
 from app.frames import RELAY
 from app.journal import Journal
 from app.outbox import Outbox
+from app.record import StreamRecord
 from app.translate import Answer, failure_frames, message_started, translate
 from app.upstream import READ_ERRORS, drain, open_upstream, read_failure
 
@@ -180,6 +181,27 @@ class Stream:
         elif self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
+
+    def record(self) -> StreamRecord:
+        """What happened, for the operators' rooms (app/telemetry.py): they never read the
+        stream itself."""
+        attached = self.attached
+        return StreamRecord(
+            self.status,
+            self.outcome,
+            self.model,
+            self.mode,
+            self.client_key,
+            self.attempts,
+            self.stream_id is not None,
+            self.resumes,
+            self.started,
+            self.first_delta,
+            self.deltas,
+            self.usage,
+            attached.images + attached.documents,
+            attached.nbytes,
+        )
 
     async def run(self) -> None:
         """The stream's task: runs until the answer is complete, failed, or ended."""

@@ -2,7 +2,6 @@
 and a request id that ties the two to uvicorn's access log. Nothing here runs per delta.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -11,7 +10,6 @@ import time
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,8 +24,10 @@ from prometheus_client import (
 )
 from starlette.types import Scope
 
-if TYPE_CHECKING:
-    from app.stream import Stream
+from app.record import StreamRecord
+from app.text import printable, redact
+
+__all__ = ["printable", "redact"]  # their home is app/text.py; kept importable from here
 
 log = logging.getLogger("chat_relay")
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
@@ -65,8 +65,6 @@ REJECTED = Counter("chat_relay_rejected_requests_total", "Requests refused.", ["
 
 # A caller's X-Request-ID is kept only if it is short and plain: it lands in our logs.
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# The path segment after /api/chat/ names a stream: it is the capability to read and stop it.
-_CAPABILITY = re.compile(r"(/api/chat/)([^/?#\s]+)")
 
 
 def _registry() -> CollectorRegistry:
@@ -95,7 +93,7 @@ def serve_metrics(port: int) -> Callable[[], None]:
     return server.shutdown
 
 
-def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
+def stream_ended(stream: StreamRecord, messages: object, model_label: str) -> None:
     """Account for one stream, however it ended: metrics and its JSON log line."""
     if stream.status not in (200, 499):
         return  # refused before it started: a plain HTTP error, counted by `rejected`
@@ -135,7 +133,7 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
         "status": stream.status,  # 200, or 499: the caller left before the answer
         "outcome": stream.outcome,
         "attempts": stream.attempts,
-        "resumable": stream.stream_id is not None,
+        "resumable": stream.resumable,
         "resumes": stream.resumes,
         "ttft_ms": round((stream.first_delta - stream.started) * 1000, 1)
         if stream.first_delta
@@ -148,21 +146,16 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
         "output_tokens": output_tokens,
         "tokens_partial": partial,
         # Images and PDFs sent, and their decoded bytes: counts, never content.
-        "attachments": stream.attached.images + stream.attached.documents,
-        "attachment_bytes": stream.attached.nbytes,
+        "attachments": stream.attachments,
+        "attachment_bytes": stream.attachment_bytes,
     }
+    if stream.trace_id is not None:  # tracing is on: the line joins its trace
+        line["trace_id"], line["span_id"] = stream.trace_id, stream.span_id
     if messages is not None:
         line["messages"] = messages
     # ASCII JSON: caller text (with LOG_CONTENT) can hold newlines, control and bidi
     # characters; escaped, a log line stays one line of printable text.
     log.info(json.dumps(line))
-
-
-def printable(value: object, limit: int = 300) -> str:
-    """`value` for a log line: escaped to printable ASCII, on one line, bounded."""
-    text = str(value)
-    escaped = json.dumps(text[:limit])[1:-1]
-    return escaped + ("..." if len(text) > limit else "")
 
 
 def stream_started() -> None:
@@ -193,14 +186,6 @@ class WithRequestId(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
         return True
-
-
-def redact(path: str) -> str:
-    """`path` for a log line, with a stream id replaced by a short hash of it: lines about
-    one stream can still be joined, but not used to read or stop it."""
-    return _CAPABILITY.sub(
-        lambda m: m[1] + "~" + hashlib.sha256(m[2].encode()).hexdigest()[:12], path
-    )
 
 
 class RedactPaths(logging.Filter):
