@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anthropic
 
@@ -31,6 +31,9 @@ from app.stream import Stream
 from app.uimessages import CHAT_ID
 from app.uistream import UI
 from app.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from app.genai import GenAI
 
 log = logging.getLogger("chat_relay")
 
@@ -67,6 +70,8 @@ class Runtime:
         self.readers = ReaderSlots(settings.max_streams_per_client, settings.max_concurrent_streams)
         # Metric labels come from a fixed set: the models a request may name, or `other`.
         self.model_labels = frozenset(settings.allowed_models or [settings.default_model])
+        # OpenTelemetry, when the OTEL_* variables ask for it (app/main.py sets it).
+        self.tracing: GenAI | None = None
         # What replicas share, when there are several (REDIS_URL).
         self.cluster: Cluster | None = None
         if settings.redis_url is not None:
@@ -98,6 +103,8 @@ class Runtime:
             partial(self.let_go, held),
             ask.attached,
         )
+        stream.tracing = self.tracing
+        # Spawned here, in the request's context: the stream's spans are its children.
         self._spawn(self._life(stream, log_content))
         return stream
 
