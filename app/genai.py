@@ -131,49 +131,45 @@ class Attempt:
         if exc is not None:
             if isinstance(exc, ApiError):
                 error = exc.error_type
-            elif isinstance(exc, BaseException) and not isinstance(exc, Exception):
+            elif not isinstance(exc, Exception):
                 # Cancelled: the stream's scope, for the reason the stream was ended.
                 ended = stream.ended_by or "cancelled"
                 error = ENDED.get(ended, ended)
             else:
                 error = type(exc).__qualname__
+        found: dict[str, Any] = {}  # set at once: one lock and one check per span
         message = answer.message
-        started = message is not self.message  # this request got its message_start
-        if started:
-            span.set_attribute("gen_ai.response.id", str(message.get("id", "")))
-            span.set_attribute("gen_ai.response.model", str(message.get("model", "")))
+        if message is not self.message:  # this request got its message_start
+            found["gen_ai.response.id"] = str(message.get("id", ""))
+            found["gen_ai.response.model"] = str(message.get("model", ""))
             stop = answer.stop.get("stop_reason")
             if stop and exc is None:
-                span.set_attribute("gen_ai.response.finish_reasons", [str(stop)])
+                found["gen_ai.response.finish_reasons"] = [str(stop)]
             usage = answer.usage
             cache_read = int(usage.get("cache_read_input_tokens") or 0)
             cache_write = int(usage.get("cache_creation_input_tokens") or 0)
             # The convention's rule for Anthropic: its input_tokens exclude the cache's.
             input_tokens = int(usage.get("input_tokens") or 0) + cache_read + cache_write
             output_tokens = int(usage.get("output_tokens") or 0)
-            span.set_attributes(
-                {
-                    "gen_ai.usage.input_tokens": input_tokens,
-                    "gen_ai.usage.output_tokens": output_tokens,
-                    "gen_ai.usage.cache_read.input_tokens": cache_read,
-                    "gen_ai.usage.cache_creation.input_tokens": cache_write,
-                }
-            )
+            found["gen_ai.usage.input_tokens"] = input_tokens
+            found["gen_ai.usage.output_tokens"] = output_tokens
+            found["gen_ai.usage.cache_read.input_tokens"] = cache_read
+            found["gen_ai.usage.cache_creation.input_tokens"] = cache_write
             if genai.metered:
                 genai.tokens.record(input_tokens, {**metric, "gen_ai.token.type": "input"})
                 genai.tokens.record(output_tokens, {**metric, "gen_ai.token.type": "output"})
         first = stream.first_delta
         if first is not None and first >= self.started:  # its first chunk was this request's
-            span.set_attribute("gen_ai.response.time_to_first_chunk", first - self.started)
+            found["gen_ai.response.time_to_first_chunk"] = first - self.started
             if genai.metered:
                 genai.first_chunk.record(first - self.started, metric)
         captured = Captured.of(answer)
         if captured is not None:
-            span.set_attribute("gen_ai.output.messages", captured.output(answer, error))
+            found["gen_ai.output.messages"] = captured.output(answer, error)
         if error is not None:
-            span.set_attribute("error.type", error)
+            found["error.type"] = metric["error.type"] = error
             span.set_status(Status(StatusCode.ERROR))
-            metric["error.type"] = error
+        span.set_attributes(found)
         if genai.metered:
             genai.duration.record(duration, metric)
         span.end()

@@ -50,12 +50,13 @@ class Otel:
         """FastAPI's own telemetry (`FastAPI(telemetry=...)`): one SERVER span per request,
         continuing an incoming `traceparent`, and no span per `send` (an answer's thousands
         of frames cost a wrapper call each, not a span). No operation spans, so a chat's
-        spans are children of the request's own; no logs (they would carry the body)."""
+        spans are children of the request's own; no logs (they would carry the body); no
+        HTTP metrics (three measurements a request, and Prometheus has them)."""
         return {
             "tracer_provider": self.tracer_provider,
             "meter_provider": self.meter_provider,
             "tracing": self.tracer_provider is not None,
-            "metrics": self.meter_provider is not None,
+            "metrics": False,
             "logs": False,
             "operation_spans": False,
             "auto_configure": False,
