@@ -3,7 +3,6 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 import anyio
 from fastapi import FastAPI
@@ -19,9 +18,6 @@ from app.memory import return_large_blocks, settle_gc
 from app.response import QuietAbort
 from app.runtime import Runtime
 from app.telemetry import RedactPaths, WithRequestId, serve_metrics
-
-if TYPE_CHECKING:
-    from app.genai import GenAI
 
 log = logging.getLogger("chat_relay")
 ACCESS_FORMAT = (
@@ -54,15 +50,15 @@ def setup_logging(level: str) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     # OpenTelemetry only when OTEL_* asks for it (app/otel.py): this app's own providers.
-    telemetry = otel.configure()
+    otel_setup = otel.configure()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging(settings.log_level)
         return_large_blocks()
         runtime = app.state.runtime = Runtime(settings, make_client(settings))
-        if telemetry is not None:
-            runtime.tracing = tracing(telemetry, runtime)
+        if otel_setup is not None:
+            runtime.tracing = otel_setup.genai(runtime.client.base_url, runtime.model_labels)
         handle_sigterm(runtime)
         runtime.watchdog.start()
         if runtime.cluster is not None:
@@ -83,12 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if stop_metrics:
                 stop_metrics()
             await runtime.close()
-            if telemetry is not None:  # after the streams ended: their spans go too
-                await anyio.to_thread.run_sync(telemetry.shutdown)
+            if otel_setup is not None:  # after the streams ended: their spans go too
+                await anyio.to_thread.run_sync(otel_setup.shutdown)
 
     docs = settings.api_docs
     app = FastAPI(
-        telemetry=telemetry.fastapi() if telemetry is not None else None,
+        telemetry=otel_setup.fastapi() if otel_setup is not None else None,
         title="chat-relay",
         lifespan=lifespan,
         docs_url="/docs" if docs else None,
@@ -109,24 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     web.install(app)  # last: its headers go on every response, CORS preflights included
     return app
-
-
-def tracing(telemetry: otel.Otel, runtime: Runtime) -> "GenAI":
-    """The GenAI instrumentation of this app's streams (imported only when it is on)."""
-    from opentelemetry.trace import NoOpTracerProvider
-
-    from app.genai import GenAI
-
-    def label(model: str) -> str:  # as the Prometheus labels: a fixed set, or "other"
-        return model if model in runtime.model_labels else "other"
-
-    return GenAI(
-        telemetry.tracer_provider or NoOpTracerProvider(),
-        telemetry.meter_provider,
-        runtime.client.base_url,
-        label,
-        telemetry.capture_content,
-    )
 
 
 app = create_app()

@@ -22,7 +22,10 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from app.genai import GenAI
 
 log = logging.getLogger("chat_relay")
 
@@ -62,6 +65,20 @@ class Otel:
             "auto_configure": False,
             "exclude": lambda scope: scope.get("path") in UNTRACED_PATHS,
         }
+
+    def genai(self, base_url: Any, model_labels: frozenset[str]) -> "GenAI":
+        """The GenAI instrumentation of the app's streams (imported only now: it is on).
+        `base_url`: the upstream's; `model_labels`: the models metrics name as they are
+        (the rest are "other", as in Prometheus's labels)."""
+        from opentelemetry.trace import NoOpTracerProvider
+
+        from app.genai import GenAI
+
+        def label(model: str) -> str:
+            return model if model in model_labels else "other"
+
+        tracer_provider = self.tracer_provider or NoOpTracerProvider()  # metrics only
+        return GenAI(tracer_provider, self.meter_provider, base_url, label, self.capture_content)
 
     def shutdown(self) -> None:
         """Export what is pending, then stop the exporters' threads (the app's lifespan)."""

@@ -52,6 +52,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--scale", type=float, default=1.0, help="of the 1,000 chats")
+    parser.add_argument(
+        "--on", action="append", default=[], metavar="NAME=VALUE", help="more OTEL_* for on"
+    )
     args = parser.parse_args()
     sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
@@ -62,6 +65,7 @@ def main() -> None:
     on = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
+        **dict(setting.split("=", 1) for setting in args.on),
     }
     costs: dict[str, list[float]] = {"off": [], "on": []}
     try:
