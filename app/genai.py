@@ -9,7 +9,6 @@ says in `error.type`. Nothing here runs per delta, except, when the operator ask
 one append per delta to keep the answer's text (bounded).
 """
 
-import json
 import time
 from typing import Any
 
@@ -175,17 +174,17 @@ class Attempt:
         span.end()
 
 
-def input_content(params: dict[str, Any]) -> dict[str, str]:
+def input_content(params: dict[str, Any]) -> dict[str, Any]:
     """`gen_ai.input.messages` and `gen_ai.system_instructions`, shaped as the convention's
-    JSON schemas say (as JSON strings: the Python SDK takes no structured attributes).
-    Attachments are their type, media type and size, never their data."""
+    JSON schemas say, in structured form (the SDK exports maps and lists as OTLP kvlists
+    and arrays). Attachments are their type, media type and size, never their data."""
     messages = [
         {"role": turn["role"], "parts": _parts(turn["content"])} for turn in params["messages"]
     ]
-    found = {"gen_ai.input.messages": json.dumps(messages, ensure_ascii=False)}
+    found: dict[str, Any] = {"gen_ai.input.messages": messages}
     system = params.get("system")
     if system:
-        found["gen_ai.system_instructions"] = json.dumps(_parts(system), ensure_ascii=False)
+        found["gen_ai.system_instructions"] = _parts(system)
     return found
 
 
@@ -245,7 +244,7 @@ class Captured:
         self._keep(self.thoughts, text)
         return self.dialect.thought(text)
 
-    def output(self, answer: Any, error: str | None) -> str:
+    def output(self, answer: Any, error: str | None) -> list[dict[str, Any]]:
         """`gen_ai.output.messages`: the one answer, as far as it got."""
         parts = []
         if self.thoughts:
@@ -253,5 +252,4 @@ class Captured:
         if self.texts:
             parts.append({"type": "text", "content": "".join(self.texts)})
         reason = "error" if error else str(answer.stop.get("stop_reason") or "stop")
-        message = {"role": "assistant", "parts": parts, "finish_reason": reason}
-        return json.dumps([message], ensure_ascii=False)
+        return [{"role": "assistant", "parts": parts, "finish_reason": reason}]

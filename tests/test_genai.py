@@ -2,8 +2,6 @@
 the GenAI conventions' attributes, and the client metrics, as a real OTLP/HTTP receiver
 gets them from a relay under uvicorn."""
 
-import json
-
 import httpx2
 
 from tests.fake_upstream import answer, http_error, message_end, message_start, text_block
@@ -179,7 +177,7 @@ def test_content_when_asked_with_attachments_as_their_type_and_size(
     }
     assert post_chat(relay, body).events[-1] == "done"
     (chat,) = chats(otlp.wait_for_spans(chats))
-    assert json.loads(chat.attributes["gen_ai.input.messages"]) == [
+    assert chat.attributes["gen_ai.input.messages"] == [
         {"role": "user", "parts": [{"type": "text", "content": "Hi"}]},
         {"role": "assistant", "parts": [{"type": "text", "content": "Hello"}]},
         {
@@ -190,10 +188,10 @@ def test_content_when_asked_with_attachments_as_their_type_and_size(
             ],
         },
     ]
-    assert json.loads(chat.attributes["gen_ai.system_instructions"]) == [
+    assert chat.attributes["gen_ai.system_instructions"] == [
         {"type": "text", "content": "Be brief."}
     ]
-    assert json.loads(chat.attributes["gen_ai.output.messages"]) == [
+    assert chat.attributes["gen_ai.output.messages"] == [
         {
             "role": "assistant",
             "parts": [{"type": "text", "content": "Un chat"}],
