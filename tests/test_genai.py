@@ -5,7 +5,7 @@ gets them from a relay under uvicorn."""
 import httpx2
 
 from tests.fake_upstream import answer, http_error, message_end, message_start, text_block
-from tests.support import API_KEY, file_block, open_and_drop, post_chat, ui_body
+from tests.support import API_KEY, file_block, open_and_drop, post_chat, stop_relay, ui_body
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -200,3 +200,24 @@ def test_content_when_asked_with_attachments_as_their_type_and_size(
     ]
     sent = b"".join(otlp.bodies)
     assert image["source"]["data"].encode() not in sent and API_KEY.encode() not in sent
+
+
+def test_an_upstream_gone_silent_ends_its_span_as_a_timeout(make_relay, upstream, otlp):
+    relay = make_relay(stream_idle_timeout=0.3)
+    upstream.push([message_start(), *text_block(0, ["one "])[:-1], ("stall",)])
+    reply = post_chat(relay)
+    assert reply.events[-1] == "error"
+    (chat,) = chats(otlp.wait_for_spans(chats))
+    assert chat.attributes["error.type"] == "timeout_error" and chat.status == ERROR
+
+
+def test_the_shutdown_flushes_what_is_pending(make_relay, upstream, otlp, monkeypatch, server_loop):
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # no export but the last one
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "600000")
+    relay = make_relay()
+    upstream.push(answer("ok"))
+    assert post_chat(relay).events[-1] == "done"
+    assert otlp.spans == []
+    server_loop.run(stop_relay(relay))
+    assert len(chats(otlp.spans)) == 1
+    assert otlp.wait_for_points("gen_ai.client.token.usage")
