@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from app.telemetry import printable, redact
+from app.text import printable, redact
 
 log = logging.getLogger("chat_relay")
 

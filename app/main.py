@@ -4,11 +4,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.logging import AccessFormatter
 
-from app import errors, web
+from app import errors, otel, web
 from app.api import router
 from app.client import make_client
 from app.config import Settings
@@ -49,12 +50,16 @@ def setup_logging(level: str) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # OpenTelemetry only when OTEL_* asks for it (app/otel.py): this app's own providers.
+    otel_setup = otel.configure()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging(settings.log_level)
         return_large_blocks()
         runtime = app.state.runtime = Runtime(settings, make_client(settings))
+        if otel_setup is not None:
+            runtime.tracing = otel_setup.genai(runtime.client.base_url, runtime.model_labels)
         handle_sigterm(runtime)
         runtime.watchdog.start()
         if runtime.hub is not None:
@@ -78,9 +83,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if stop_metrics:
                 stop_metrics()
             await runtime.close()
+            if otel_setup is not None:  # after the streams ended: their spans go too
+                await anyio.to_thread.run_sync(otel_setup.shutdown)
 
     docs = settings.api_docs
     app = FastAPI(
+        telemetry=otel_setup.fastapi() if otel_setup is not None else None,
         title="chat-relay",
         lifespan=lifespan,
         docs_url="/docs" if docs else None,

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anthropic
 
@@ -33,6 +33,9 @@ from app.stream import Stream
 from app.uimessages import CHAT_ID
 from app.uistream import UI
 from app.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from app.genai import GenAI
 
 log = logging.getLogger("chat_relay")
 
@@ -75,6 +78,8 @@ class Runtime:
         if settings.mcp_servers:
             self.hub = Hub(settings.mcp_servers, settings.mcp_reconnect_seconds, 30.0)
         self.tool_calls = Running(settings.mcp_max_calls)
+        # OpenTelemetry, when the OTEL_* variables ask for it (app/main.py sets it).
+        self.tracing: GenAI | None = None
         # What replicas share, when there are several (REDIS_URL).
         self.cluster: Cluster | None = None
         if settings.redis_url is not None:
@@ -127,6 +132,8 @@ class Runtime:
             run_tools=run_tools,
             scoped=scoped,
         )
+        stream.tracing = self.tracing
+        # Spawned here, in the request's context: the stream's spans are its children.
         self._spawn(self._life(stream, log_content))
         return stream
 
@@ -155,7 +162,7 @@ class Runtime:
             await stream.run()
         finally:
             try:
-                telemetry.stream_ended(stream, messages, label)
+                telemetry.stream_ended(stream.record(), messages, label)
             finally:
                 stream.drop_conversation()
                 telemetry.ACTIVE.dec()

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anthropic
 import anyio
@@ -25,11 +25,16 @@ from app.dialect import Dialect
 from app.errors import SHUTDOWN, ApiError, shutting_down
 from app.frames import RELAY
 from app.journal import Journal
+from app.otel import traced
 from app.outbox import Outbox
+from app.record import StreamRecord
 from app.relaytools import Ran
 from app.steps import finished_for_the_caller, next_request, next_step, tools_ran
 from app.translate import Answer, failure_frames, message_started, translate
 from app.upstream import READ_ERRORS, drain, open_upstream, read_failure
+
+if TYPE_CHECKING:
+    from app.genai import GenAI
 
 # The last frame of a stream the relay ended after its start, by why it ended.
 CANCELLED = ("cancelled", "The answer was cancelled.")
@@ -84,6 +89,7 @@ class Stream:
     # "send_timeout", "server_shutdown". None while it runs.
     outcome: str | None = None
     ended_by: str | None = None
+    tracing: "GenAI | None" = None  # OpenTelemetry, when on (app/otel.py, app/genai.py)
 
     def __post_init__(self) -> None:
         self.model = self.params["model"]
@@ -202,6 +208,32 @@ class Stream:
             self._expiry.cancel()
             self._expiry = None
 
+    def record(self) -> StreamRecord:
+        """What happened, for the operators' rooms (app/telemetry.py): they never read the
+        stream itself."""
+        attached = self.attached
+        record = StreamRecord(
+            self.status,
+            self.outcome,
+            self.model,
+            self.mode,
+            self.client_key,
+            self.attempts,
+            self.stream_id is not None,
+            self.resumes,
+            self.started,
+            self.first_delta,
+            self.deltas,
+            self.usage,
+            attached.images + attached.documents,
+            attached.nbytes,
+            self.answer.tool_calls,
+            self.answer.steps,
+        )
+        if self.tracing is not None:  # the log line joins the trace
+            record.trace_id, record.span_id = self.tracing.ids()
+        return record
+
     async def run(self) -> None:
         """The stream's task: runs until the answer is complete, failed, or ended."""
         try:
@@ -262,6 +294,7 @@ class Stream:
             # Exponential backoff with jitter, so retries from many streams do not align.
             await anyio.sleep(self.backoff * 2 ** (self.attempts - 1) * random.uniform(0.75, 1))
 
+    @traced  # OpenTelemetry on: a CLIENT span per upstream request (app/genai.py)
     async def _attempt(self) -> None:
         clock = asyncio.get_running_loop().time
         self.waiting_since = clock()

@@ -2,7 +2,6 @@
 and a request id that ties the two to uvicorn's access log. Nothing here runs per delta.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -11,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,10 +25,11 @@ from prometheus_client import (
 )
 from starlette.types import Scope
 
+from app.record import StreamRecord
 from app.servertools import USAGE_KEYS
+from app.text import printable, redact
 
-if TYPE_CHECKING:
-    from app.stream import Stream
+__all__ = ["printable", "redact"]  # their home is app/text.py; kept importable from here
 
 log = logging.getLogger("chat_relay")
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
@@ -94,8 +94,6 @@ SERVER_TOOL_REQUESTS = Counter(
 
 # A caller's X-Request-ID is kept only if it is short and plain: it lands in our logs.
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# The path segment after /api/chat/ names a stream: it is the capability to read and stop it.
-_CAPABILITY = re.compile(r"(/api/chat/)([^/?#\s]+)")
 
 
 def _registry() -> CollectorRegistry:
@@ -124,7 +122,7 @@ def serve_metrics(port: int) -> Callable[[], None]:
     return server.shutdown
 
 
-def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
+def stream_ended(stream: StreamRecord, messages: object, model_label: str) -> None:
     """Account for one stream, however it ended: metrics and its JSON log line."""
     if stream.status not in (200, 499):
         return  # refused before it started: a plain HTTP error, counted by `rejected`
@@ -137,7 +135,6 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
     # forwarded, so count at least one token per delta; the line says it is partial.
     output_tokens = max(int(usage.get("output_tokens") or 0), stream.deltas)
     partial = stream.outcome != "done"
-    answer = stream.answer
     server_uses = _server_tool_uses(usage)
     if stream.status == 200:  # started: started = completed + cancelled + failed
         DURATION.observe(now - stream.started)
@@ -147,7 +144,7 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
         OUTPUT_TOKENS.labels(model_label).inc(output_tokens)
         CACHE_TOKENS.labels(model_label, "read").inc(cache_read)
         CACHE_TOKENS.labels(model_label, "write").inc(cache_write)
-        for run_by, count in answer.tool_calls.items():
+        for run_by, count in stream.tool_calls.items():
             TOOL_CALLS.labels(run_by).inc(count)
         for tool, count in server_uses.items():
             SERVER_TOOL_REQUESTS.labels(tool).inc(count)
@@ -170,7 +167,7 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
         "status": stream.status,  # 200, or 499: the caller left before the answer
         "outcome": stream.outcome,
         "attempts": stream.attempts,
-        "resumable": stream.stream_id is not None,
+        "resumable": stream.resumable,
         "resumes": stream.resumes,
         "ttft_ms": round((stream.first_delta - stream.started) * 1000, 1)
         if stream.first_delta
@@ -183,25 +180,20 @@ def stream_ended(stream: "Stream", messages: object, model_label: str) -> None:
         "output_tokens": output_tokens,
         "tokens_partial": partial,
         # Images and PDFs sent, and their decoded bytes: counts, never content.
-        "attachments": stream.attached.images + stream.attached.documents,
-        "attachment_bytes": stream.attached.nbytes,
+        "attachments": stream.attachments,
+        "attachment_bytes": stream.attachment_bytes,
         # Tool calls by who runs them, server tool uses, and upstream requests (steps).
-        "tool_calls": answer.tool_calls,
+        "tool_calls": stream.tool_calls,
         "server_tool_use": server_uses,
-        "steps": answer.steps,
+        "steps": stream.steps,
     }
+    if stream.trace_id is not None:  # tracing is on: the line joins its trace
+        line["trace_id"], line["span_id"] = stream.trace_id, stream.span_id
     if messages is not None:
         line["messages"] = messages
     # ASCII JSON: caller text (with LOG_CONTENT) can hold newlines, control and bidi
     # characters; escaped, a log line stays one line of printable text.
     log.info(json.dumps(line))
-
-
-def printable(value: object, limit: int = 300) -> str:
-    """`value` for a log line: escaped to printable ASCII, on one line, bounded."""
-    text = str(value)
-    escaped = json.dumps(text[:limit])[1:-1]
-    return escaped + ("..." if len(text) > limit else "")
 
 
 def stream_started() -> None:
@@ -232,14 +224,6 @@ class WithRequestId(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
         return True
-
-
-def redact(path: str) -> str:
-    """`path` for a log line, with a stream id replaced by a short hash of it: lines about
-    one stream can still be joined, but not used to read or stop it."""
-    return _CAPABILITY.sub(
-        lambda m: m[1] + "~" + hashlib.sha256(m[2].encode()).hexdigest()[:12], path
-    )
 
 
 class RedactPaths(logging.Filter):

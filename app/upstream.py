@@ -17,7 +17,7 @@ import httpx2
 
 from app.errors import ApiError, event_error, from_sdk, upstream_error
 from app.sse import SSEDecodeError, decode_events, parse_json
-from app.telemetry import printable
+from app.text import printable
 
 log = logging.getLogger("chat_relay")
 

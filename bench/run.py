@@ -130,8 +130,10 @@ def relay_factories(upstream_port: int, tmp: Path) -> dict:
     }
     uvicorn = [py, "-m", "uvicorn", "--log-level", "warning", "--no-access-log", "--port"]
 
-    def product(port: int) -> Proc:
-        return Proc("product", [*uvicorn, str(port), "app.main:app"], port, product_env)
+    def product(port: int, env: dict[str, str] | None = None) -> Proc:
+        # `env`: more settings, e.g. OTEL_* (bench/otel.py)
+        argv = [*uvicorn, str(port), "app.main:app"]
+        return Proc("product", argv, port, {**product_env, **(env or {})})
 
     def product_2w(port: int) -> Proc:
         # What the image runs, with two workers (`python -m app`): not in the default set,

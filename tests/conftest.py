@@ -17,6 +17,7 @@ from tests.support import (
     CHROMIUM,
     CHROMIUM_ARGS,
     LogLines,
+    OtlpReceiver,
     Page,
     RedisServer,
     Relay,
@@ -108,6 +109,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture(scope="session")
+def _otlp() -> Iterator[OtlpReceiver]:
+    # For the session: a relay flushes to it when it stops, after its test's fixtures.
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def otlp(_otlp: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> OtlpReceiver:
+    """An OTLP/HTTP receiver, emptied, and the OTEL_* variables that point the relays the
+    test makes at it, with export intervals short enough for a test."""
+    _otlp.reset()
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", _otlp.url)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+    return _otlp
 
 
 @pytest.fixture(scope="session")

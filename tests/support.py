@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import gc
+import gzip
 import json
 import logging
 import random
@@ -20,6 +21,7 @@ import time
 import zlib
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -652,6 +654,184 @@ def file_block(media_type: str, size: int = 64, data: str | None = None) -> dict
         "data": file_data(media_type, size) if data is None else data,
     }
     return {"type": kind, "source": source}
+
+
+@dataclass
+class Span:
+    """A span as an OTLP receiver decoded it: ids in hex, attributes as Python values."""
+
+    name: str
+    kind: int  # 2: SERVER, 3: CLIENT (opentelemetry.proto's Span.SpanKind)
+    trace_id: str
+    span_id: str
+    parent_id: str
+    attributes: dict[str, Any]
+    status: int  # 0: unset, 1: ok, 2: error
+    resource: dict[str, Any]
+    ended: int  # ns since the epoch
+
+
+def any_value(value: Any) -> Any:
+    """An OTLP AnyValue as a Python value."""
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, kind) if kind else None
+
+
+def attributes_of(pairs: Any) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in pairs}
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP receiver on 127.0.0.1 (a thread of its own, as a collector is a process
+    of its own): it decodes what the relay exports with opentelemetry-proto and keeps the
+    spans, the metrics' data points and every raw body."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.spans: list[Span] = []
+        self.points: list[tuple[str, str, dict[str, Any], Any]] = []  # name, unit, attrs, point
+        self.bodies: list[bytes] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if self.path == "/v1/traces":
+                    request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+                    receiver._spans(request)
+                    reply = trace_service_pb2.ExportTraceServiceResponse()
+                elif self.path == "/v1/metrics":
+                    request = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
+                    receiver._metrics(request)
+                    reply = metrics_service_pb2.ExportMetricsServiceResponse()
+                else:
+                    self.send_error(404)
+                    return
+                with receiver.lock:
+                    receiver.bodies.append(body)
+                data = reply.SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _spans(self, request: Any) -> None:
+        found = []
+        for resource_spans in request.resource_spans:
+            resource = attributes_of(resource_spans.resource.attributes)
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    found.append(
+                        Span(
+                            span.name,
+                            span.kind,
+                            span.trace_id.hex(),
+                            span.span_id.hex(),
+                            span.parent_span_id.hex(),
+                            attributes_of(span.attributes),
+                            span.status.code,
+                            resource,
+                            span.end_time_unix_nano,
+                        )
+                    )
+        with self.lock:
+            self.spans += found
+
+    def _metrics(self, request: Any) -> None:
+        found = []
+        for resource_metrics in request.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    data = getattr(metric, metric.WhichOneof("data"))
+                    for point in data.data_points:
+                        found.append(
+                            (metric.name, metric.unit, attributes_of(point.attributes), point)
+                        )
+        with self.lock:
+            self.points += found
+
+    def wait_for_spans(
+        self, predicate: Callable[[list[Span]], bool], timeout: float = 5.0
+    ) -> list[Span]:
+        """The spans received, once `predicate` holds of them (else fails after `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                spans = list(self.spans)
+            if predicate(spans):
+                return spans
+            assert time.monotonic() < deadline, f"spans received: {[s.name for s in spans]}"
+            time.sleep(0.02)
+
+    def wait_for_points(
+        self, name: str, timeout: float = 5.0
+    ) -> list[tuple[str, str, dict[str, Any], Any]]:
+        """The data points of metric `name` received so far, once there is one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                points = [p for p in self.points if p[0] == name]
+            if points:
+                return points
+            assert time.monotonic() < deadline, (
+                f"no {name} among {sorted({p[0] for p in self.points})}"
+            )
+            time.sleep(0.02)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.spans, self.points, self.bodies = [], [], []
+
+    def grpc(self) -> str:
+        """Also take spans over OTLP/gRPC (a server of grpcio's); its URL."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import (
+            trace_service_pb2,
+            trace_service_pb2_grpc,
+        )
+
+        receiver = self
+
+        class Traces(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:
+                receiver._spans(request)
+                with receiver.lock:
+                    receiver.bodies.append(request.SerializeToString())
+                    receiver.grpc_exports += 1
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self.grpc_exports = 0
+        self.grpc_server = grpc.server(ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self.grpc_server)
+        port = self.grpc_server.add_insecure_port("127.0.0.1:0")
+        self.grpc_server.start()
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if hasattr(self, "grpc_server"):
+            self.grpc_server.stop(None)
 
 
 class Page:  # the chat page in Chromium (the `chat` fixture)

@@ -12,6 +12,7 @@ import httpx2
 import pytest
 import yaml
 
+from app import otel
 from app.__main__ import UVICORN_GRACE
 from app.config import Settings
 from app.runtime import KEPT_BYTES_PER_SLOT
@@ -204,3 +205,16 @@ def test_the_memory_limit_covers_the_worst_case():
     workers = math.ceil(float(container["resources"]["limits"]["cpu"]))
     worst *= workers
     assert worst <= limit_mb, f"worst case {worst:.0f} MB over the {limit_mb:.0f} MB limit"
+
+
+def test_the_configmaps_opentelemetry_lines_turn_it_on():
+    # Commented out (no collector is assumed); uncommented, they make traces and metrics.
+    text = (ROOT / "deploy" / "kubernetes" / "configmap.yaml").read_text()
+    lines = re.findall(r"^  # (OTEL_[A-Z_]+): (\S+)", text, re.M)
+    env = {name: value.strip('"') for name, value in lines}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(":4318")
+    made = otel.configure(env)
+    assert made is not None and made.tracer_provider and made.meter_provider
+    assert not made.capture_content
+    made.tracer_provider.shutdown()
+    made.meter_provider.shutdown()
