@@ -69,7 +69,8 @@ class Answer:
     tools: bool = False  # tools in play: tool blocks are shown and the content kept
     max_steps: int = 1  # upstream requests this answer may make (pause_turn continues)
     message_id: str | None = None  # the UI message this answer continues, if any
-    message: dict[str, Any] = field(default_factory=dict)
+    message: dict[str, Any] = field(default_factory=dict)  # the first response's start
+    response: dict[str, Any] = field(default_factory=dict)  # this request's (app/genai.py)
     usage: dict[str, Any] = field(default_factory=dict)  # this step's, as the API counts
     earlier: dict[str, Any] = field(default_factory=dict)  # the finished steps', summed
     stop: dict[str, Any] = field(default_factory=dict)

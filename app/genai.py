@@ -68,6 +68,11 @@ class GenAI:
                 explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
             )
 
+    def tool(self, name: str, call_id: str) -> "ToolSpan":
+        """The span of one tool call the relay runs (app/relaytools.py): `execute_tool
+        {name}`, a child of the request's span like the upstream requests'."""
+        return ToolSpan(self.tracer, name, call_id)
+
     def attempt(self, stream: Any) -> "Attempt":
         """The span of one upstream request of `stream` (app/stream.py), as a context."""
         return Attempt(self, stream)
@@ -80,6 +85,35 @@ class GenAI:
         if not context.is_valid:
             return None, None
         return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
+
+
+class ToolSpan:
+    """One tool call the relay runs: `error.type` is its outcome when it failed, or
+    `cancelled` when the stream's scope ended it."""
+
+    __slots__ = ("attributes", "name", "outcome", "span", "tracer")
+
+    def __init__(self, tracer: Any, name: str, call_id: str) -> None:
+        self.tracer, self.name, self.outcome = tracer, name, None
+        self.attributes = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.call.id": call_id,
+            "gen_ai.tool.type": "extension",  # run on the agent's side: the relay's
+        }
+
+    def __enter__(self) -> "ToolSpan":
+        self.span = self.tracer.start_span(
+            f"execute_tool {self.name}", kind=SpanKind.INTERNAL, attributes=self.attributes
+        )
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        error = self.outcome if exc is None else "cancelled"
+        if error is not None:
+            self.span.set_attribute("error.type", error)
+            self.span.set_status(Status(StatusCode.ERROR))
+        self.span.end()
 
 
 class Attempt:
@@ -113,7 +147,7 @@ class Attempt:
         self.span = genai.tracer.start_span(
             f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes
         )
-        self.message = stream.answer.message  # a new one comes with this request's start
+        self.message = stream.answer.response  # a new one comes with this request's start
         self.started = time.monotonic()
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
@@ -137,7 +171,7 @@ class Attempt:
             else:
                 error = type(exc).__qualname__
         found: dict[str, Any] = {}  # set at once: one lock and one check per span
-        message = answer.message
+        message = answer.response
         if message is not self.message:  # this request got its message_start
             found["gen_ai.response.id"] = str(message.get("id", ""))
             found["gen_ai.response.model"] = str(message.get("model", ""))
@@ -236,13 +270,13 @@ class Captured:
             pieces.append(text[: self.budget])
             self.budget -= len(text)
 
-    def delta(self, text: str) -> bytes:
+    def delta(self, answer: Any, text: str) -> bytes:
         self._keep(self.texts, text)
-        return self.dialect.delta(text)
+        return self.dialect.delta(answer, text)
 
-    def thought(self, text: str) -> bytes:
+    def thought(self, answer: Any, text: str) -> bytes:
         self._keep(self.thoughts, text)
-        return self.dialect.thought(text)
+        return self.dialect.thought(answer, text)
 
     def output(self, answer: Any, error: str | None) -> list[dict[str, Any]]:
         """`gen_ai.output.messages`: the one answer, as far as it got."""

@@ -13,7 +13,7 @@ their data).
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -47,25 +47,33 @@ class Ran:
     output: Any = None  # what the frames show
     error: str | None = None
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
+    outcome: str = "ok"  # ok, error, timeout, unavailable, invalid_input, refused
 
 
 async def run_calls(
-    calls: list[tuple[Call, dict[str, Any]]], *, hub: Hub, settings: Settings, running: Running
+    calls: list[tuple[Call, dict[str, Any]]],
+    *,
+    hub: Hub,
+    settings: Settings,
+    running: Running,
+    tracing: Any = None,
 ) -> list[Ran]:
-    """Run a step's relay calls at once (within the bounds); their results, in order."""
+    """Run a step's relay calls at once (within the bounds); their results, in order. With
+    OpenTelemetry on (`tracing`, app/genai.py), each in an `execute_tool` span."""
     results: list[Ran | None] = [None] * len(calls)
 
     async def one(n: int, call: Call, arguments: dict[str, Any]) -> None:
-        results[n] = await _run(hub, call, arguments, settings, running)
+        if tracing is None:
+            results[n] = await _run(hub, call, arguments, settings, running)
+            return
+        with tracing.tool(call.name, call.id) as span:
+            results[n] = ran = await _run(hub, call, arguments, settings, running)
+            span.outcome = ran.outcome if ran.error is not None else None
 
     async with anyio.create_task_group() as group:
         for n, (call, arguments) in enumerate(calls):
-            if n >= settings.mcp_calls_per_stream:
-                limit = settings.mcp_calls_per_stream
-                results[n] = _failed(call, f"At most {limit} tool calls run at once per answer.")
-            elif running.now >= running.limit:
-                results[n] = _failed(call, "The relay is running as many tool calls as it can.")
+            if n >= settings.mcp_calls_per_stream or running.now >= running.limit:
+                results[n] = _refused(call, settings.mcp_calls_per_stream, n, hub)
             else:
                 running.now += 1  # taken now, so the next call of this loop sees it
                 group.start_soon(one, n, call, arguments)
@@ -99,8 +107,19 @@ async def _run(
         log.warning("MCP call %s failed: %s", call.name, type(exc).__name__)
     finally:
         running.now -= 1
-    ran.seconds = time.monotonic() - started
+    ran.seconds, ran.outcome = time.monotonic() - started, outcome
     telemetry.tool_called(call.name, outcome, ran.seconds, hub.servers)
+    return ran
+
+
+def _refused(call: Call, per_stream: int, n: int, hub: Hub) -> Ran:
+    """A call past the bounds, said at once (Claude sees it and may try again later)."""
+    if n >= per_stream:
+        ran = _failed(call, f"At most {per_stream} tool calls run at once per answer.")
+    else:
+        ran = _failed(call, "The relay is running as many tool calls as it can.")
+    ran.outcome = "refused"
+    telemetry.tool_called(call.name, "refused", 0.0, hub.servers)
     return ran
 
 

@@ -112,7 +112,13 @@ class Runtime:
             if offered:
                 ask.params["tools"] = [*ask.params.get("tools", ()), *offered]
             ask.tools, ask.steps = True, settings.max_tool_steps
-            run_tools = partial(run_calls, hub=self.hub, settings=settings, running=self.tool_calls)
+            run_tools = partial(
+                run_calls,
+                hub=self.hub,
+                settings=settings,
+                running=self.tool_calls,
+                tracing=self.tracing,
+            )
         stream = Stream(
             self.client,
             ask.params,

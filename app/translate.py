@@ -31,6 +31,7 @@ def message_started(answer: Answer, data: bytes) -> None:
         raise ApiError(502, "upstream_error", UNREADABLE, retryable=True)
     if answer.steps == 0:  # the answer's id and model are its first response's
         answer.message = message
+    answer.response = message
     answer.usage = {}  # a retried attempt's usage replaces the failed one's
     answer.blocks.clear()
     del answer.content[answer.kept :]  # what a failed attempt left, unseen

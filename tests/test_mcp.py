@@ -363,3 +363,29 @@ def test_header_values_name_environment_variables(monkeypatch, tmp_path):
     )
     settings = Settings(_env_file=None, mcp_servers=f"@{path}")  # type: ignore[call-arg]
     assert settings.mcp_servers[0].headers == {"x-key": "s3cret"}
+
+
+def test_each_step_and_each_tool_call_is_a_span(make_relay, upstream, mcp_http, otlp):
+    relay = make_relay(mcp_servers=servers(mcp_http))
+    assert connected(relay)
+    upstream.push(
+        tool_answer(call("ok1", "echo", {"text": "t"}, 0), call("bad1", "fail", {}, 1)),
+        answer("Traced."),
+    )
+    assert post_chat(relay, {"message": "Trace it"}).events[-1] == "done"
+    spans = otlp.wait_for_spans(
+        lambda s: len([x for x in s if x.name.startswith(("chat ", "execute_tool "))]) == 4
+    )
+    (request,) = [s for s in spans if s.name == "POST /api/chat"]
+    chat_spans = [s for s in spans if s.name.startswith("chat ")]
+    tools = {s.attributes["gen_ai.tool.call.id"]: s for s in spans if s.name.startswith("exec")}
+    assert len(chat_spans) == 2, "one per upstream request of the loop"
+    assert [s.attributes["gen_ai.response.finish_reasons"] for s in chat_spans] == [
+        ["tool_use"],
+        ["end_turn"],
+    ]
+    assert {s.parent_id for s in [*chat_spans, *tools.values()]} == {request.span_id}
+    assert tools["ok1"].name == "execute_tool mcp__t__echo"
+    assert tools["ok1"].attributes["gen_ai.operation.name"] == "execute_tool"
+    assert "error.type" not in tools["ok1"].attributes
+    assert tools["bad1"].attributes["error.type"] == "error"
