@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from app.ask import NonEmptyText, Tally
 from app.config import Settings
-from app.errors import ApiError
+from app.errors import ApiError, invalid
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 PDF = "application/pdf"
@@ -75,13 +75,13 @@ def check_block(
     if kind == "text":
         return
     if role != "user":
-        raise _invalid(f"{where}: images and documents belong in user turns")
+        raise invalid(f"{where}: images and documents belong in user turns")
     source = block["source"]
     tally.nbytes += _check_data(source["data"], source["media_type"], where, settings)
     if kind == "image":
         tally.images += 1
         if tally.images > settings.max_images:
-            raise _invalid(f"messages: at most {settings.max_images} images in all")
+            raise invalid(f"messages: at most {settings.max_images} images in all")
     else:
         tally.documents += 1
 
@@ -98,18 +98,18 @@ def _check_data(data: str, media_type: str, where: str, settings: Settings) -> i
             f"(this one is {size}); scale it down",
         )
     if size == 0 or size % 4:
-        raise _invalid(f"{where}: not valid base64 (its length is not a multiple of 4)")
+        raise invalid(f"{where}: not valid base64 (its length is not a multiple of 4)")
     # At most two `=`, only at the end (the rest must be the alphabet, which has none).
     pad = _padding(data)
     for start in range(0, size - pad, PIECE):
         piece = data[start : min(start + PIECE, size - pad)]
         if not piece.isascii() or piece.encode("ascii").translate(None, _BASE64):
-            raise _invalid(f"{where}: not valid base64")
+            raise invalid(f"{where}: not valid base64")
     head = binascii.a2b_base64(data[:16])
     if not head.startswith(MAGIC[media_type]) or (
         media_type == "image/webp" and head[8:12] != b"WEBP"
     ):
-        raise _invalid(f"{where}: the bytes are not {_name(media_type)}")
+        raise invalid(f"{where}: the bytes are not {_name(media_type)}")
     return size // 4 * 3 - pad
 
 
@@ -127,19 +127,15 @@ def _name(media_type: str) -> str:
     return "a PDF" if media_type == PDF else f"a {media_type.removeprefix('image/').upper()} image"
 
 
-def _invalid(message: str) -> ApiError:
-    return ApiError(422, "invalid_request_error", message)
-
-
 def from_data_url(url: str, where: str) -> dict[str, Any]:
     """The content block for a UI `file` part's `data:` URL (the AI SDK's own encoding)."""
     header, comma, data = url[:64].partition(",")
     media_type = header.removeprefix("data:").removesuffix(";base64")
     if not comma or not header.startswith("data:") or not header.endswith(";base64"):
-        raise _invalid(f"{where}.url: a file must come as a base64 data: URL")
+        raise invalid(f"{where}.url: a file must come as a base64 data: URL")
     if media_type not in MAGIC:
         allowed = ", ".join((*IMAGE_TYPES, PDF))
-        raise _invalid(f"{where}.url: files may be {allowed}")
+        raise invalid(f"{where}.url: files may be {allowed}")
     data = url[len(header) + 1 :]
     kind = "document" if media_type == PDF else "image"
     return {"type": kind, "source": {"type": "base64", "media_type": media_type, "data": data}}

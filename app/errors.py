@@ -161,6 +161,11 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def invalid(message: str) -> ApiError:
+    """422 in the relay's own words: a request that is well-formed JSON but not a valid one."""
+    return ApiError(422, "invalid_request_error", message)
+
+
 def invalid_request(errors: list[dict[str, Any]], accepted: str = "") -> ApiError:
     """422 for a body that failed validation; `accepted`: the fields it may have."""
     return ApiError(422, "invalid_request_error", _describe(errors, accepted) or "Invalid request.")

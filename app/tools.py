@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, StringConstra
 from app.ask import Text
 from app.config import Settings
 from app.dialect import RELAY_TOOL_PREFIX
-from app.errors import ApiError
+from app.errors import invalid
 from app.servertools import definitions
 
 ToolName = Annotated[StrictStr, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
@@ -42,21 +42,21 @@ def check_tools(tools: Any, settings: Settings) -> None:
     if not isinstance(tools, list):
         return  # validation says what is wrong
     if len(tools) > settings.max_tools:
-        raise _invalid(f"tools: at most {settings.max_tools} tools (got {len(tools)})")
+        raise invalid(f"tools: at most {settings.max_tools} tools (got {len(tools)})")
     budget = settings.max_tool_bytes
     for t, tool in enumerate(tools):
         if not isinstance(tool, dict):
             continue
         if "type" in tool:
-            raise _invalid(
+            raise invalid(
                 f"tools.{t}.type: server tools are the operator's to enable (SERVER_TOOLS); "
                 "a caller's tool has name, description and input_schema"
             )
         if any(key not in FIELDS for key in tool):
-            raise _invalid(f"tools.{t}: unknown field (accepted: {', '.join(FIELDS)})")
+            raise invalid(f"tools.{t}: unknown field (accepted: {', '.join(FIELDS)})")
         budget = _within(tool, budget)
         if budget < 0:
-            raise _invalid(f"tools: at most {settings.max_tool_bytes} bytes of definitions")
+            raise invalid(f"tools: at most {settings.max_tool_bytes} bytes of definitions")
 
 
 def _within(value: Any, budget: int) -> int:
@@ -90,11 +90,11 @@ def tool_params(
     names = [tool["name"] for tool in declared]
     for t, name in enumerate(names):
         if name.startswith(RELAY_TOOL_PREFIX):
-            raise _invalid(f"tools.{t}.name: `{RELAY_TOOL_PREFIX}` names are the relay's")
+            raise invalid(f"tools.{t}.name: `{RELAY_TOOL_PREFIX}` names are the relay's")
         if name in settings.server_tools:
-            raise _invalid(f"tools.{t}.name: {name} is a server tool of this relay")
+            raise invalid(f"tools.{t}.name: {name} is a server tool of this relay")
         if name in names[:t]:
-            raise _invalid(f"tools.{t}.name: {name} is declared twice")
+            raise invalid(f"tools.{t}.name: {name} is declared twice")
     every = declared + definitions(
         settings.server_tools,
         settings.server_tool_max_uses,
@@ -103,23 +103,19 @@ def tool_params(
     )
     if choice is not None:
         if not every:
-            raise _invalid("tool_choice: no tools are in play (declare `tools`)")
+            raise invalid("tool_choice: no tools are in play (declare `tools`)")
         if (choice.type == "tool") != (choice.name is not None):
-            raise _invalid("tool_choice: `name` goes with type `tool`, and only with it")
+            raise invalid("tool_choice: `name` goes with type `tool`, and only with it")
         if choice.name is not None and choice.name not in {t["name"] for t in every}:
-            raise _invalid("tool_choice.name: not a declared tool")
+            raise invalid("tool_choice.name: not a declared tool")
         if thinking and choice.type in ("any", "tool"):
-            raise _invalid("tool_choice: forcing a tool (`any`, `tool`) is refused with thinking")
+            raise invalid("tool_choice: forcing a tool (`any`, `tool`) is refused with thinking")
     params: dict[str, Any] = {}
     if every:
         params["tools"] = every
     if choice is not None:
         params["tool_choice"] = choice.model_dump(exclude_none=True)
     return params
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(422, "invalid_request_error", message)
 
 
 def in_play(params: dict[str, Any], settings: Settings) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from app.ask import NonEmptyText, Tally, Text
 from app.attachments import DocumentBlock, ImageBlock, TextBlock, check_block
 from app.config import Settings
-from app.errors import ApiError
+from app.errors import invalid
 
 Id = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 ToolName = Annotated[StrictStr, Field(min_length=1, max_length=128)]
@@ -97,10 +97,10 @@ def check_turns(turns: list[dict[str, Any]], settings: Settings) -> Tally:
         for b, block in enumerate(content):
             where, kind = f"messages.{t}.content.{b}", block["type"]
             if kind in ASSISTANT_ONLY and role != "assistant":
-                raise _invalid(f"{where}: a {kind} block belongs in an assistant turn")
+                raise invalid(f"{where}: a {kind} block belongs in an assistant turn")
             if kind == "tool_result":
                 if role != "user":
-                    raise _invalid(f"{where}: a tool_result block belongs in a user turn")
+                    raise invalid(f"{where}: a tool_result block belongs in a user turn")
                 if isinstance(block["content"], list):
                     for n, part in enumerate(block["content"]):
                         check_block(part, role, f"{where}.content.{n}", settings, tally)
@@ -119,21 +119,17 @@ def check_pairs(turns: list[dict[str, Any]]) -> None:
         blocks = content if isinstance(content, list) else []
         if turn["role"] == "assistant":
             if asked:
-                raise _invalid(f"messages.{t}: tool_use {asked[0][:64]} has no tool_result")
+                raise invalid(f"messages.{t}: tool_use {asked[0][:64]} has no tool_result")
             asked = [block["id"] for block in blocks if block["type"] == "tool_use"]
             continue
         answered = {block["tool_use_id"] for block in blocks if block["type"] == "tool_result"}
         for b, block in enumerate(blocks):
             if block["type"] == "tool_result" and block["tool_use_id"] not in asked:
-                raise _invalid(
+                raise invalid(
                     f"messages.{t}.content.{b}.tool_use_id: answers no tool_use of the "
                     "assistant turn just before it"
                 )
         missing = [call for call in asked if call not in answered]
         if missing:
-            raise _invalid(f"messages.{t}: tool_use {missing[0][:64]} has no tool_result")
+            raise invalid(f"messages.{t}: tool_use {missing[0][:64]} has no tool_result")
         asked = []
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(422, "invalid_request_error", message)

@@ -23,7 +23,7 @@ from app.ask import Ask, ModelName, Tally, Text, base_params
 from app.attachments import check_block, from_data_url
 from app.config import Settings
 from app.dialect import RELAY_TOOL_PREFIX
-from app.errors import ApiError, invalid_body
+from app.errors import ApiError, invalid, invalid_body
 from app.tools import ToolChoice, ToolDefinition, in_play, tool_params
 from app.turns import check_pairs
 
@@ -207,10 +207,10 @@ def _tool_pair(where: str, name: str, part: UIPart) -> tuple[dict[str, Any], dic
     if part.providerExecuted and not name.startswith(RELAY_TOOL_PREFIX):
         return None
     if not part.toolCallId or not name:
-        raise ApiError(422, "invalid_request_error", f"{where}: a tool part needs its id and name")
+        raise invalid(f"{where}: a tool part needs its id and name")
     arguments = {} if part.input is None else part.input
     if not isinstance(arguments, dict):
-        raise ApiError(422, "invalid_request_error", f"{where}.input: must be an object")
+        raise invalid(f"{where}.input: must be an object")
     call = {"type": "tool_use", "id": part.toolCallId, "name": name, "input": arguments}
     result: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.toolCallId}
     if part.state == "output-error":
