@@ -15,10 +15,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
+from app.dialect import RELAY_TOOL_PREFIX
+
 NAME = r"^[a-z0-9_-]{1,32}$"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # `mcp__<server>__<tool>`: the name Claude sees, within the API's 64 characters.
-PREFIX = "mcp__"
 MAX_NAME = 64
 
 
@@ -84,7 +85,12 @@ def check_servers(servers: list[McpServer]) -> list[McpServer]:
 
 
 def tool_name(server: str, tool: str) -> str:
-    return f"{PREFIX}{server}__{tool}"
+    return f"{RELAY_TOOL_PREFIX}{server}__{tool}"
+
+
+def server_of(name: str) -> str:
+    """The server part of a relay tool's name (`mcp__<server>__<tool>`)."""
+    return name.removeprefix(RELAY_TOOL_PREFIX).partition("__")[0]
 
 
 def _expanded(server: Any) -> Any:

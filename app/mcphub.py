@@ -23,7 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from app import telemetry
-from app.mcpconfig import MAX_NAME, McpServer, tool_name
+from app.mcpconfig import MAX_NAME, McpServer, server_of, tool_name
 
 log = logging.getLogger("chat_relay")
 PING_SECONDS = 5.0  # how soon a server that went away is noticed between calls
@@ -40,6 +40,8 @@ class Server:
         self.config = config
         self.session: ClientSession | None = None
         self.tools: dict[str, types.Tool] = {}  # by the name Claude sees
+        # And as the upstream's `tools` entries: built when they are listed, not per chat.
+        self.definitions: list[dict[str, Any]] = []
         self.changed = asyncio.Event()  # tools/list_changed arrived
         self.task: asyncio.Task[None] | None = None
 
@@ -58,7 +60,8 @@ class Server:
             else:
                 delay = backoff
             finally:
-                self.session, self.tools = None, {}
+                self.session = None
+                self._offer({})
                 telemetry.MCP_UP.labels(self.config.name).set(0)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, backoff_max)
@@ -114,7 +117,15 @@ class Server:
             cursor = listed.next_cursor
             if not cursor:
                 break
+        self._offer(tools)
+
+    def _offer(self, tools: dict[str, types.Tool]) -> None:
         self.tools = tools
+        self.definitions = [
+            {"name": name, "input_schema": tool.input_schema}
+            | ({"description": tool.description} if tool.description else {})
+            for name, tool in tools.items()
+        ]
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, types.ToolListChangedNotification):
@@ -146,14 +157,7 @@ class Hub:
 
     def definitions(self) -> list[dict[str, Any]]:
         """The connected servers' tools, as the upstream's `tools` entries."""
-        found = []
-        for server in self.servers.values():
-            for name, tool in server.tools.items():
-                definition = {"name": name, "input_schema": tool.input_schema}
-                if tool.description:
-                    definition["description"] = tool.description
-                found.append(definition)
-        return found
+        return [d for server in self.servers.values() for d in server.definitions]
 
     def timeout(self, name: str, default: float) -> float:
         server = self._server_of(name)
@@ -172,5 +176,4 @@ class Hub:
         return await session.call_tool(tool.name, arguments, read_timeout_seconds=seconds)
 
     def _server_of(self, name: str) -> Server | None:
-        server, _, _tool = name.removeprefix("mcp__").partition("__")
-        return self.servers.get(server)
+        return self.servers.get(server_of(name))

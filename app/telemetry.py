@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 from starlette.types import Scope
 
+from app.mcpconfig import server_of
 from app.record import StreamRecord
 from app.servertools import USAGE_KEYS
 from app.text import printable, redact
@@ -251,7 +252,7 @@ def _server_tool_uses(usage: dict[str, Any]) -> dict[str, int]:
 
 def tool_called(name: str, outcome: str, seconds: float, servers: Collection[str]) -> None:
     """A relay tool call (app/relaytools.py): its server is a configured one or `unknown`."""
-    server = name.removeprefix("mcp__").partition("__")[0]
+    server = server_of(name)
     label = server if server in servers else "unknown"
     RELAY_TOOL_CALLS.labels(label, outcome).inc()
     RELAY_TOOL_SECONDS.labels(label).observe(seconds)
