@@ -22,10 +22,10 @@ from mcp.shared.exceptions import MCPError
 
 from app import telemetry
 from app.ask import Tally
-from app.attachments import check_block
+from app.attachments import IMAGE_TYPES, check_block, decoded_size
 from app.config import Settings
 from app.dialect import Call
-from app.errors import ApiError
+from app.errors import ApiError, invalid
 from app.mcphub import Hub, Unavailable
 from app.translate import INVALID_JSON
 
@@ -143,13 +143,15 @@ def _converted(call: Call, result: types.CallToolResult, settings: Settings) -> 
                 continue
             budget -= len(item.data)
             blocks.append(image)
-            shown.append({"type": "image", "media_type": item.mime_type, "bytes": _size(item)})
+            size = decoded_size(item.data)
+            shown.append({"type": "image", "media_type": item.mime_type, "bytes": size})
         elif not isinstance(item, types.TextContent):
             texts.append(f"[{item.type} content the relay does not pass on]")
     text = "\n".join(texts)
-    if len(text.encode()) > budget:
-        cut = text.encode()[: max(budget, 0)].decode(errors="ignore")
-        text = cut + f"\n[cut: the result was {len(text.encode())} bytes, over the relay's limit]"
+    encoded = text.encode()
+    if len(encoded) > budget:
+        cut = encoded[: max(budget, 0)].decode(errors="ignore")
+        text = cut + f"\n[cut: the result was {len(encoded)} bytes, over the relay's limit]"
     if text:
         blocks.insert(0, {"type": "text", "text": text})
         shown.insert(0, {"type": "text", "text": text})
@@ -166,13 +168,9 @@ def _image(item: types.ImageContent, settings: Settings) -> dict[str, Any] | str
         "source": {"type": "base64", "media_type": item.mime_type, "data": item.data},
     }
     try:
-        if item.mime_type not in ("image/png", "image/jpeg", "image/gif", "image/webp"):
-            raise ApiError(422, "invalid_request_error", f"not an image type: {item.mime_type}")
+        if item.mime_type not in IMAGE_TYPES:  # the magic numbers know no other
+            raise invalid(f"not an image type: {item.mime_type}")
         check_block(block, "user", "result", settings, Tally())
     except ApiError:
         return "[an image the relay could not pass on]"
     return block
-
-
-def _size(item: types.ImageContent) -> int:
-    return len(item.data) // 4 * 3 - item.data[-2:].count("=")

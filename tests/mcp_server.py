@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.utilities.types import Image
 
 EVENTS: list[str] = []
 
@@ -44,6 +45,11 @@ def build() -> MCPServer:
             record("slow cancelled")
             raise
         return f"slept {seconds:g} s"
+
+    @server.tool(description="A PNG (its first bytes only), or bytes that only claim to be one.")
+    def image(real: bool = True) -> Image:
+        data = b"\x89PNG\r\n\x1a\n" + bytes(24) if real else b"GIF89a" + bytes(26)
+        return Image(data=data, format="png")
 
     @server.tool(description="Always fails.")
     def fail() -> str:

@@ -146,6 +146,25 @@ def test_parallel_calls_errors_and_structured_results(mcp_relay, upstream):
     assert "echo five" not in mcp_server.EVENTS
 
 
+def test_images_pass_as_image_blocks_checked_as_attachments(mcp_relay, upstream):
+    upstream.push(
+        tool_answer(call("i1", "image", {}, 0), call("i2", "image", {"real": False}, 1)),
+        answer("Seen."),
+    )
+    reply = post_chat(mcp_relay, {"message": "Pictures"})
+    results = {data["id"]: data for name, data in reply.frames if name == "tool_result"}
+    assert results["i1"]["output"] == [{"type": "image", "media_type": "image/png", "bytes": 32}]
+    refused = [{"type": "text", "text": "[an image the relay could not pass on]"}]
+    assert results["i2"]["output"] == refused
+    sent = upstream.requests[1].body["messages"][-1]["content"]
+    assert sent[0]["content"][0]["type"] == "image"
+    assert sent[0]["content"][0]["source"]["media_type"] == "image/png"
+    assert sent[1]["content"] == [
+        {"type": "text", "text": "[an image the relay could not pass on]"}
+    ]
+    assert "data" not in json.dumps(results), "a frame never carries an image's data"
+
+
 def test_an_unknown_tool_is_an_error_claude_sees(mcp_relay, upstream):
     upstream.push(tool_answer(call("u", "nonexistent", {})), answer("Sorry."))
     reply = post_chat(mcp_relay, {"message": "Unknown"})
