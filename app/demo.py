@@ -26,12 +26,6 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode()
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return " ".join(b.get("text", "") for b in content if isinstance(b, dict))
-
-
 def _words(content: Any) -> int:
     """A turn's (or the system prompt's) words, counted on at most WORDS_COUNTED characters
     of each text."""
@@ -42,12 +36,6 @@ def _words(content: Any) -> int:
         counted = len(head.split())
         words += counted if len(head) == len(text) else counted * len(text) // len(head)
     return words
-
-
-def _question(request: dict[str, Any]) -> str:
-    # Only what is quoted back is split: a few hundred characters of the last turn.
-    text = " ".join(_text(request["messages"][-1]["content"])[:1000].split())
-    return text if len(text) <= 200 else text[:200] + "…"
 
 
 def _usage(request: dict[str, Any]) -> dict[str, int]:
@@ -74,7 +62,7 @@ def demo_answer(request: dict[str, Any]) -> str:
     return (
         "**Demo mode.** No `ANTHROPIC_API_KEY` is set, so this answer comes from "
         "chat-relay's built-in demo upstream, not from Claude.\n\n"
-        f"You asked: “{_question(request)}”{_attached(request)}\n\n"
+        f"You asked: “{demotools.question(request)}”{_attached(request)}\n\n"
         f"This conversation has {turns} user turn{'s' if turns != 1 else ''} so far. "
         "Everything you see travelled the real path: the official SDK opened a streaming "
         "request, the relay decoded each `content_block_delta` and forwarded it to you as "

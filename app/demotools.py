@@ -11,17 +11,21 @@ RESULT_CHARS = 200  # of a tool's result repeated in the answer
 PROPERTIES = 20  # of a schema filled in
 
 
+QUOTED = 4000  # characters of a text looked at: only a few hundred are quoted back
+
+
 def _text(content: Any) -> str:
+    """A turn's text, at most QUOTED characters of each block: never a copy of a 2 MB turn."""
     if isinstance(content, str):
-        return content
-    return " ".join(b.get("text", "") for b in content if isinstance(b, dict))
+        return content[:QUOTED]
+    return " ".join(b.get("text", "")[:QUOTED] for b in content if isinstance(b, dict))
 
 
 def question(request: dict[str, Any]) -> str:
     """The last thing the user wrote (a turn of tool results has no words)."""
     for turn in reversed(request["messages"]):
         if turn["role"] == "user":
-            text = " ".join(_text(turn["content"])[:4000].split())
+            text = " ".join(_text(turn["content"])[:QUOTED].split())
             if text:
                 return text if len(text) <= 200 else text[:200] + "…"
     return ""
