@@ -4,9 +4,7 @@ across replicas through Redis."""
 
 import json
 import statistics
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx2
@@ -19,9 +17,11 @@ from app.main import create_app
 from tests.fake_upstream import answer
 from tests.support import (
     WORDS,
+    QuietHandler,
     frames_with_ids,
     post_chat,
     relay_settings,
+    serve_http,
     ui_body,
     ui_chunks,
 )
@@ -167,22 +167,13 @@ class Jwks:
         self.keys, self.fetches = keys, 0
         jwks = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 jwks.fetches += 1
-                body = json.dumps({"keys": jwks.keys}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.answer(json.dumps({"keys": jwks.keys}).encode(), "application/json")
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = serve_http(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture
