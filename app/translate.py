@@ -47,35 +47,34 @@ def translate(answer: Answer, name: bytes, data: bytes) -> bytes | None:
     try:
         if name == b"content_block_delta":
             payload = parse_json(data)
-            delta = payload["delta"]
+            delta, index = payload["delta"], payload["index"]
             kind, dialect = delta["type"], answer.dialect
             if kind == "text_delta":
                 text = delta["text"]
                 answer.deltas += 1
                 if answer.tools:
-                    answer.blocks[payload["index"]].pieces.append(text)
-                if answer.open == payload["index"]:  # the hot path
+                    answer.blocks[index].pieces.append(text)
+                if answer.open == index:  # the hot path
                     return dialect.delta(answer, text)
-                return _opening(answer, payload["index"], "text") + dialect.delta(answer, text)
+                return _opening(answer, index, "text") + dialect.delta(answer, text)
             if kind == "thinking_delta" and (answer.thinking or answer.tools):
                 thought = delta["thinking"]
                 if answer.tools:
-                    answer.blocks[payload["index"]].pieces.append(thought)
+                    answer.blocks[index].pieces.append(thought)
                 if not answer.thinking:
                     return None  # kept for the turn, not shown
-                if answer.open == payload["index"]:
+                if answer.open == index:
                     return dialect.thought(answer, thought)
-                head = _opening(answer, payload["index"], "thinking")
-                return head + dialect.thought(answer, thought)
+                return _opening(answer, index, "thinking") + dialect.thought(answer, thought)
             if not answer.tools:
                 return None  # signatures, tool input, and whatever the API adds later
             if kind == "input_json_delta":  # as hot as a text delta
-                block, piece = answer.blocks[payload["index"]], delta["partial_json"]
+                block, piece = answer.blocks[index], delta["partial_json"]
                 if not piece or block.call is None:
                     return None
                 block.pieces.append(piece)
                 return dialect.tool_delta(block.head, piece)
-            return _other_delta(answer, payload["index"], delta)
+            return _other_delta(answer, index, delta)
         if name == b"content_block_start":
             return _block_started(answer, parse_json(data)) if answer.tools else None
         if name == b"content_block_stop":
