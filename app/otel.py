@@ -135,13 +135,11 @@ def _tracer_provider(resource: Any, grpc: bool) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    if grpc:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from app.otlp import GrpcExporter, HttpExporter  # the SDK's, encoding spans faster
+
     # The sampler comes from OTEL_TRACES_SAMPLER; the batch settings from OTEL_BSP_*.
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(GrpcExporter() if grpc else HttpExporter()))
     return provider
 
 
