@@ -88,7 +88,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     docs = settings.api_docs
     app = FastAPI(
-        telemetry=otel_setup.fastapi() if otel_setup is not None else None,
         title="chat-relay",
         lifespan=lifespan,
         docs_url="/docs" if docs else None,
@@ -114,6 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web.install(app)  # its headers go on every response, CORS preflights included
     # Outermost: the socket's peer noted, then the client rewritten from X-Forwarded-For.
     app.add_middleware(NotePeer, trusted=settings.forwarded_allow_ips)
+    if otel_setup is not None and otel_setup.tracer_provider is not None:
+        otel_setup.server_spans(app)  # outermost of all: the whole request in its span
     return app
 
 

@@ -49,22 +49,14 @@ class Otel:
     meter_provider: Any  # opentelemetry.sdk.metrics.MeterProvider, or None
     capture_content: bool
 
-    def fastapi(self) -> dict[str, Any]:
-        """FastAPI's own telemetry (`FastAPI(telemetry=...)`): one SERVER span per request,
-        continuing an incoming `traceparent`, and no span per `send` (an answer's thousands
-        of frames cost a wrapper call each, not a span). No operation spans, so a chat's
-        spans are children of the request's own; no logs (they would carry the body); no
-        HTTP metrics (three measurements a request, and Prometheus has them)."""
-        return {
-            "tracer_provider": self.tracer_provider,
-            "meter_provider": self.meter_provider,
-            "tracing": self.tracer_provider is not None,
-            "metrics": False,
-            "logs": False,
-            "operation_spans": False,
-            "auto_configure": False,
-            "exclude": lambda scope: scope.get("path") in UNTRACED_PATHS,
-        }
+    def server_spans(self, app: Any) -> None:
+        """The request's SERVER span, continuing an incoming `traceparent`, around each
+        request but the probes' (app/serverspan.py, imported only now: tracing is on)."""
+        from app.serverspan import ServerSpans
+
+        app.add_middleware(
+            ServerSpans, tracer_provider=self.tracer_provider, untraced=UNTRACED_PATHS
+        )
 
     def genai(self, base_url: Any, model_labels: frozenset[str]) -> "GenAI":
         """The GenAI instrumentation of the app's streams (imported only now: it is on).

@@ -1,14 +1,19 @@
 """What OpenTelemetry costs a chat: `uv run python -m bench.otel [--rounds R] [--scale S]`.
 
-The `chats` scenario's chat (one delta, asked 10 at a time) against two relays at once: one
-without any OTEL_* variable and one exporting traces and metrics over OTLP/HTTP to a sink in
-this process (which answers every export with an empty 200, on a kept-alive connection as a
-collector does). Each round sends the same 1,000 chats to both, interleaved, so both relays
-see the shared machine in the same state at the same moments; each relay's CPU is read over
-the same window, which ends a second after the last chat, so the batch processor's exports
-of the round's spans (every 200 ms here, `OTEL_BSP_SCHEDULE_DELAY`) are in it. A round's
-figure is the ratio on/off of CPU per chat; the result is the median over rounds, on fresh
-relays each round.
+The `chats` scenario's chat (one delta, 10 at a time) against two relays: one without any
+OTEL_* variable, and one exporting traces and metrics over OTLP/HTTP, with the SDK's
+defaults, to a sink in this process (which answers every export with an empty 200 on a
+kept-alive connection, as a collector does). Each round starts both afresh (taking turns at
+starting first) and sends each 1,000 chats in batches of 50, the two taking turns batch by
+batch, so the shared machine's drift weighs on both alike; both relays' CPU is read over the
+same window, which ends after the batch processor's next scheduled export, so every span of
+the round is exported in it. A round's figure is the ratio on/off of CPU per chat; the result
+is the median over rounds.
+
+On a machine of two cores both relays run on the second core, and this process (the load)
+and the upstream on the first: a relay sharing its core with the load varied by ±20% from
+one round to the next. Off against off (`--on OTEL_SDK_DISABLED=true`), rounds range over
+0.93-1.04 and the median is 1.005.
 
 `--parts` times, in this process, what the exporter does with a chat's two spans (the
 request's SERVER span and the upstream request's CLIENT span, with the relay's attributes):
@@ -18,19 +23,19 @@ the SDK's own encoder against app/otlp.py's, per chat, the fastest of seven runs
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import threading
-import time
 import timeit
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import uvloop
 
+from bench import scenarios
 from bench.loadgen import stream
 from bench.run import Proc, free_port, relay_factories, start_upstream
-from bench.scenarios import warm
 
 
 class Sink(BaseHTTPRequestHandler):
@@ -49,22 +54,37 @@ class Sink(BaseHTTPRequestHandler):
         pass
 
 
-async def side_by_side(off: Proc, on: Proc, n: int) -> tuple[float, float]:
-    """CPU ms per chat of each relay, the same `n` chats sent to both, 10 at a time each."""
-    await asyncio.gather(warm(off), warm(on))
+async def interleaved(
+    off: Proc, on: Proc, n: int, tail: float, batch: int = 50
+) -> tuple[float, float]:
+    """CPU ms per chat of each relay over the same window: `n` chats each, sent in batches
+    of `batch` (10 at a time), the two relays taking turns batch by batch, so a drift of
+    the shared machine longer than a batch (a fraction of a second) weighs on both alike."""
+    await scenarios.warm(off)
+    await scenarios.warm(on)
     cpu0 = off.cpu(), on.cpu()
-    gates = {off.port: asyncio.Semaphore(10), on.port: asyncio.Semaphore(10)}
+    gate = asyncio.Semaphore(10)
 
-    async def one(relay: Proc, i: int) -> bool:
-        async with gates[relay.port]:
-            return (await stream(relay.port, f"chat-{i}", 1, 0.0)).error is None
+    async def chat(relay: Proc, i: int) -> None:
+        async with gate:
+            result = await stream(relay.port, f"chat-{i}", 1, 0.0)
+        assert result.error is None, result.error
 
-    # Interleaved: chat i goes to both relays before chat i + 1 goes to either.
-    done = await asyncio.gather(*(one(relay, i) for i in range(n) for relay in (off, on)))
-    assert all(done), f"{done.count(False)} chats failed"
-    await asyncio.sleep(1.0)
-    chats = n + 4  # + the 4 warm-up chats
-    return (off.cpu() - cpu0[0]) / chats * 1e3, (on.cpu() - cpu0[1]) / chats * 1e3
+    for first in range(0, n, batch):
+        pair = (off, on) if first // batch % 2 == 0 else (on, off)
+        for relay in pair:
+            await asyncio.gather(*(chat(relay, i) for i in range(first, min(n, first + batch))))
+    await asyncio.sleep(tail)  # the last exports
+    return (off.cpu() - cpu0[0]) / (n + 4) * 1e3, (on.cpu() - cpu0[1]) / (n + 4) * 1e3
+
+
+def pinned(start, env: dict[str, str] | None, cores: set[int], load: set[int]) -> Proc:
+    """A relay started on `cores` (a child inherits them), then this process back on `load`."""
+    os.sched_setaffinity(0, cores)
+    try:
+        return start(free_port(), env)
+    finally:
+        os.sched_setaffinity(0, load)
 
 
 def parts() -> dict[str, float]:
@@ -128,29 +148,38 @@ def main() -> None:
         return
     sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
-    upstream = start_upstream()
-    product = relay_factories(upstream.port, Path(tempfile.mkdtemp(prefix="bench-otel-")))[
-        "product"
-    ]
     on_env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
         **dict(setting.split("=", 1) for setting in args.on),
     }
     costs: dict[str, list[float]] = {"off": [], "on": []}
-    n = max(10, int(1000 * args.scale))
+    # The window ends after the batch processor's next scheduled export (the SDK's 5 s
+    # unless OTEL_BSP_SCHEDULE_DELAY says): every span of the round is exported in it.
+    tail = int(on_env.get("OTEL_BSP_SCHEDULE_DELAY", "5000")) / 1000 + 0.5
+    cores = sorted(os.sched_getaffinity(0))
+    relay_cores, load_cores = {cores[-1]}, set(cores[:-1]) or {cores[-1]}
+    os.sched_setaffinity(0, load_cores)
+    upstream = start_upstream()  # with the load
+    product = relay_factories(upstream.port, Path(tempfile.mkdtemp(prefix="bench-otel-")))[
+        "product"
+    ]
     try:
         for i in range(args.rounds):
-            off, on = product(free_port(), None), product(free_port(), on_env)
+            if i % 2 == 0:  # which starts first takes turns too
+                off = pinned(product, None, relay_cores, load_cores)
+                on = pinned(product, on_env, relay_cores, load_cores)
+            else:
+                on = pinned(product, on_env, relay_cores, load_cores)
+                off = pinned(product, None, relay_cores, load_cores)
             try:
-                figures = uvloop.run(side_by_side(off, on, n))
+                n = max(50, int(1000 * args.scale))
+                figures = uvloop.run(interleaved(off, on, n, tail))
             finally:
                 off.stop()
                 on.stop()
             for name, figure in zip(("off", "on"), figures, strict=True):
                 costs[name].append(figure)
             print(f"round {i + 1}: off {figures[0]:.3f} ms, on {figures[1]:.3f} ms")
-            time.sleep(0.2)
     finally:
         upstream.stop()
         sink.shutdown()
