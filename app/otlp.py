@@ -133,21 +133,18 @@ def _flags(parent: Any) -> int:
     return HAS_IS_REMOTE | IS_REMOTE if parent is not None and parent.is_remote else HAS_IS_REMOTE
 
 
-def _trace_state(context: Any) -> str:
+def _ids(context: Any) -> bytes:
+    """A span's or a link's trace_id, span_id and trace_state fields (1, 2, 3 in both)."""
+    ids = b"\x0a\x10" + context.trace_id.to_bytes(16, "big")
+    ids += b"\x12\x08" + context.span_id.to_bytes(8, "big")
     state = context.trace_state
-    return ",".join(f"{k}={v}" for k, v in state.items()) if state else ""
+    return ids + _text(3, ",".join(f"{k}={v}" for k, v in state.items())) if state else ids
 
 
 def _span(span: ReadableSpan) -> bytes:
     """A Span message (trace.proto), field by field in the schema's order."""
     context, parent = span.context, span.parent
-    parts = [
-        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
-    ]
-    state = _trace_state(context)
-    if state:
-        parts.append(_text(3, state))
+    parts = [_ids(context)]
     if parent is not None:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     parts += (
@@ -165,12 +162,7 @@ def _span(span: ReadableSpan) -> bytes:
     parts.append(_counted(12, span.dropped_events))
     for link in span.links:
         linked = link.context
-        body = b"\x0a\x10" + linked.trace_id.to_bytes(16, "big")
-        body += b"\x12\x08" + linked.span_id.to_bytes(8, "big")
-        state = _trace_state(linked)
-        if state:
-            body += _text(3, state)
-        body += _attributes(4, link.attributes) + _counted(5, link.dropped_attributes)
+        body = _ids(linked) + _attributes(4, link.attributes) + _counted(5, link.dropped_attributes)
         parts.append(_field(13, body + b"\x35" + _fixed32(_flags(linked))))
     parts.append(_counted(14, span.dropped_links))
     status = span.status
