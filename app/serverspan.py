@@ -82,15 +82,18 @@ class ServerSpans:
             raise
         finally:
             context.detach(token)
-            _end(span, scope, status[0] if status else None, error)
+            if span.is_recording():  # a sampler may have dropped it: nothing to say
+                _end(span, name, scope, status[0] if status else None, error)
+            else:
+                span.end()
 
 
-def _end(span: Any, scope: Scope, status: int | None, error: str | None) -> None:
+def _end(span: Any, name: str, scope: Scope, status: int | None, error: str | None) -> None:
     found: dict[str, Any] = {}
     route = getattr(scope.get("route"), "path", None)  # the template, not the path asked
     if route is not None:
         found["http.route"] = route
-        span.update_name(f"{span.name} {route}")
+        span.update_name(f"{name} {route}")
     if status is not None:
         found["http.response.status_code"] = status
         if status >= 500 and error is None:

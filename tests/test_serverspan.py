@@ -10,6 +10,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, DEFAULT_ON, Sampler
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.responses import PlainTextResponse
 
@@ -19,9 +20,9 @@ TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
 
 
-def _app() -> tuple[FastAPI, InMemorySpanExporter]:
+def _app(sampler: Sampler | None = None) -> tuple[FastAPI, InMemorySpanExporter]:
     keep = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(sampler=sampler)
     provider.add_span_processor(SimpleSpanProcessor(keep))
     app = FastAPI()
     inner = provider.get_tracer("test")
@@ -66,7 +67,7 @@ def _call(app: FastAPI, method: str, path: str, headers: list | None = None) -> 
     async def send(message: dict) -> None:
         sent.append(message)
 
-    async def run() -> None:
+    async def run() -> None:  # any other exception fails the test
         with contextlib.suppress(RuntimeError):  # /boom's, raised through the app
             await app(scope, receive, send)
 
@@ -131,4 +132,17 @@ def test_an_unknown_method_is_other_and_its_original_bounded():
 def test_probes_are_not_traced():
     app, keep = _app()
     _call(app, "GET", "/healthz")
+    assert keep.get_finished_spans() == ()
+
+
+def test_a_span_the_sampler_drops_costs_no_error():
+    """OTEL_TRACES_SAMPLER=always_off, or a caller's traceparent not sampled: the request
+    is answered, nothing is exported, and the trace is still carried to the children."""
+    app, keep = _app(ALWAYS_OFF)
+    assert _call(app, "POST", "/api/chat/s")[0]["status"] == 200
+    assert keep.get_finished_spans() == ()
+
+    app, keep = _app(DEFAULT_ON)  # parentbased_always_on: the caller's choice is kept
+    traceparent = f"00-{TRACE_ID}-{PARENT}-00".encode()
+    assert _call(app, "POST", "/api/chat/s", [(b"traceparent", traceparent)])[0]["status"] == 200
     assert keep.get_finished_spans() == ()
