@@ -15,6 +15,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from app import spans
 from app.attachments import decoded_size
 from app.errors import ApiError
 
@@ -41,7 +42,7 @@ class GenAI:
         model_label: Any,  # model name -> metric attribute (a fixed set, or "other")
         capture_content: bool = False,
     ) -> None:
-        self.tracer = tracer_provider.get_tracer("chat_relay", schema_url=SCHEMA_URL)
+        self.tracer = spans.tracer(tracer_provider, "chat_relay", SCHEMA_URL)
         port = base_url.port or (443 if base_url.scheme == "https" else 80)
         self.server = {"server.address": base_url.host, "server.port": port}
         self.model_label = model_label

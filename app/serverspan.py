@@ -21,6 +21,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import spans
 from app.genai import SCHEMA_URL
 
 KNOWN_METHODS = frozenset(
@@ -35,7 +36,7 @@ class ServerSpans:
         self, app: ASGIApp, tracer_provider: Any, untraced: frozenset[str] = frozenset()
     ) -> None:
         self.app, self.untraced = app, untraced
-        self.tracer = tracer_provider.get_tracer("chat_relay.http", schema_url=SCHEMA_URL)
+        self.tracer = spans.tracer(tracer_provider, "chat_relay.http", SCHEMA_URL)
         self.propagator = propagate.get_global_textmap()
         self.fields = frozenset(field.encode("latin-1") for field in self.propagator.fields)
 
