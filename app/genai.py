@@ -37,7 +37,7 @@ class GenAI:
     def __init__(
         self,
         tracer_provider: Any,
-        meter_provider: Any,
+        metrics: Any,  # app.histograms.Metrics, or None
         base_url: Any,  # the SDK client's (an httpx2.URL)
         model_label: Any,  # model name -> metric attribute (a fixed set, or "other")
         capture_content: bool = False,
@@ -47,26 +47,25 @@ class GenAI:
         self.server = {"server.address": base_url.host, "server.port": port}
         self.model_label = model_label
         self.capture = capture_content
-        self.metered = meter_provider is not None
+        self.metered = metrics is not None
         if self.metered:
-            meter = meter_provider.get_meter("chat_relay", schema_url=SCHEMA_URL)
-            self.tokens = meter.create_histogram(
+            self.tokens = metrics.histogram(
                 "gen_ai.client.token.usage",
-                unit="{token}",
-                description="Number of input and output tokens used.",
-                explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+                "{token}",
+                "Number of input and output tokens used.",
+                TOKEN_BUCKETS,
             )
-            self.duration = meter.create_histogram(
+            self.duration = metrics.histogram(
                 "gen_ai.client.operation.duration",
-                unit="s",
-                description="GenAI operation duration.",
-                explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+                "s",
+                "GenAI operation duration.",
+                SECONDS_BUCKETS,
             )
-            self.first_chunk = meter.create_histogram(
+            self.first_chunk = metrics.histogram(
                 "gen_ai.client.operation.time_to_first_chunk",
-                unit="s",
-                description="Time to receive the first chunk of a streaming response.",
-                explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+                "s",
+                "Time to receive the first chunk of a streaming response.",
+                SECONDS_BUCKETS,
             )
 
     def tool(self, name: str, call_id: str) -> "ToolSpan":
@@ -171,7 +170,8 @@ class Attempt:
                 error = ENDED.get(ended, ended)
             else:
                 error = type(exc).__qualname__
-        found: dict[str, Any] = {}  # set at once: one lock and one check per span
+        found: dict[str, Any] = {}  # set at once
+        ids = span.get_span_context()  # the metrics' exemplars point at this span
         message = answer.response
         if message is not self.message:  # this request got its message_start
             found["gen_ai.response.id"] = str(message.get("id", ""))
@@ -190,13 +190,14 @@ class Attempt:
             found["gen_ai.usage.cache_read.input_tokens"] = cache_read
             found["gen_ai.usage.cache_creation.input_tokens"] = cache_write
             if genai.metered:
-                genai.tokens.record(input_tokens, {**metric, "gen_ai.token.type": "input"})
-                genai.tokens.record(output_tokens, {**metric, "gen_ai.token.type": "output"})
+                tokens = genai.tokens
+                tokens.record(input_tokens, {**metric, "gen_ai.token.type": "input"}, ids)
+                tokens.record(output_tokens, {**metric, "gen_ai.token.type": "output"}, ids)
         first = stream.first_delta
         if first is not None and first >= self.started:  # its first chunk was this request's
             found["gen_ai.response.time_to_first_chunk"] = first - self.started
             if genai.metered:
-                genai.first_chunk.record(first - self.started, metric)
+                genai.first_chunk.record(first - self.started, metric, ids)
         captured = Captured.of(answer)
         if captured is not None:
             found["gen_ai.output.messages"] = captured.output(answer, error)
@@ -205,7 +206,7 @@ class Attempt:
             span.set_status(Status(StatusCode.ERROR))
         span.set_attributes(found)
         if genai.metered:
-            genai.duration.record(duration, metric)
+            genai.duration.record(duration, metric, ids)
         span.end()
 
 

@@ -46,7 +46,7 @@ class Otel:
     """What an app made of the `OTEL_*` variables: a provider per signal that is on."""
 
     tracer_provider: Any  # opentelemetry.sdk.trace.TracerProvider, or None
-    meter_provider: Any  # opentelemetry.sdk.metrics.MeterProvider, or None
+    metrics: Any  # app.histograms.Metrics, or None
     capture_content: bool
 
     def server_spans(self, app: Any) -> None:
@@ -70,17 +70,18 @@ class Otel:
             return model if model in model_labels else "other"
 
         tracer_provider = self.tracer_provider or NoOpTracerProvider()  # metrics only
-        return GenAI(tracer_provider, self.meter_provider, base_url, label, self.capture_content)
+        return GenAI(tracer_provider, self.metrics, base_url, label, self.capture_content)
 
     def shutdown(self) -> None:
         """Export what is pending, then stop the exporters' threads (the app's lifespan)."""
-        for provider in (self.tracer_provider, self.meter_provider):
-            if provider is not None:
-                try:
-                    provider.force_flush(FLUSH_MILLIS)
-                    provider.shutdown()
-                except Exception:  # an unreachable collector must not fail the shutdown
-                    log.warning("OpenTelemetry: could not flush on shutdown", exc_info=True)
+        try:
+            if self.tracer_provider is not None:
+                self.tracer_provider.force_flush(FLUSH_MILLIS)
+                self.tracer_provider.shutdown()
+        except Exception:  # an unreachable collector must not fail the shutdown
+            log.warning("OpenTelemetry: could not flush spans on shutdown", exc_info=True)
+        if self.metrics is not None:
+            self.metrics.shutdown(FLUSH_MILLIS)  # a last export (it logs its own failure)
 
 
 def _wanted(signal: str, env: Mapping[str, str]) -> bool:
@@ -118,7 +119,7 @@ def configure(env: Mapping[str, str] = os.environ) -> Otel | None:
     capture = env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").strip().lower()
     return Otel(
         _tracer_provider(resource, _grpc("TRACES", env)) if traces else None,
-        _meter_provider(resource, _grpc("METRICS", env)) if metrics else None,
+        _metrics(resource, _grpc("METRICS", env)) if metrics else None,
         capture in CAPTURE_ON_SPANS,
     )
 
@@ -135,16 +136,16 @@ def _tracer_provider(resource: Any, grpc: bool) -> Any:
     return provider
 
 
-def _meter_provider(resource: Any, grpc: bool) -> Any:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+def _metrics(resource: Any, grpc: bool) -> Any:
+    from app.genai import SCHEMA_URL
+    from app.histograms import Metrics  # aggregated here, exported by the SDK's exporter
 
     if grpc:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     else:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter())  # OTEL_METRIC_EXPORT_*
-    return MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
+    # OTEL_METRIC_EXPORT_*, OTEL_METRICS_EXEMPLAR_FILTER: read by Metrics as the SDK reads them
+    return Metrics(OTLPMetricExporter(), resource, "chat_relay", SCHEMA_URL)
 
 
 def traced(attempt: Callable[[S], Awaitable[None]]) -> Callable[[S], Awaitable[None]]:

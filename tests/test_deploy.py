@@ -214,7 +214,7 @@ def test_the_configmaps_opentelemetry_lines_turn_it_on():
     env = {name: value.strip('"') for name, value in lines}
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(":4318")
     made = otel.configure(env)
-    assert made is not None and made.tracer_provider and made.meter_provider
+    assert made is not None and made.tracer_provider and made.metrics
     assert not made.capture_content
     made.tracer_provider.shutdown()
-    made.meter_provider.shutdown()
+    made.metrics.shutdown()

@@ -74,12 +74,12 @@ def test_the_sampler_variables_are_the_sdks(make_relay, upstream, otlp, monkeypa
 def test_each_signal_has_its_own_endpoint_and_exporter_switch():
     base = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/traces"}
     made = otel.configure(base)
-    assert made is not None and made.meter_provider is None and made.tracer_provider
+    assert made is not None and made.metrics is None and made.tracer_provider
     made.tracer_provider.shutdown()
     off = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_TRACES_EXPORTER": "none"}
     made = otel.configure(off)
-    assert made is not None and made.tracer_provider is None and made.meter_provider
-    made.meter_provider.shutdown()
+    assert made is not None and made.tracer_provider is None and made.metrics
+    made.metrics.shutdown()
 
 
 def test_grpc_and_the_resource_variables(make_relay, upstream, otlp, monkeypatch):
