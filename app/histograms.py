@@ -64,7 +64,8 @@ class Point:
     def __init__(self, attributes: dict[str, Any], buckets: int, start: int) -> None:
         self.attributes, self.start = attributes, start
         self.counts = [0] * buckets
-        self.exemplars: list[Exemplar | None] = [None] * buckets
+        # per bucket, the last kept measurement: (value, time, span id, trace id)
+        self.exemplars: list[tuple | None] = [None] * buckets
         self.count, self.sum, self.min, self.max = 0, 0.0, math.inf, -math.inf
 
 
@@ -103,7 +104,7 @@ class Histogram:
                 keep == "always_on" or (span and span.trace_flags.sampled)
             ):
                 ids = (span.span_id, span.trace_id) if span is not None else (None, None)
-                point.exemplars[bucket] = Exemplar(None, value, time_ns(), *ids)
+                point.exemplars[bucket] = (value, time_ns(), *ids)  # made an Exemplar if sent
 
     def collect(self, now: int, delta: bool) -> Metric | None:
         """The points so far (delta: since the last collection, then started over)."""
@@ -122,7 +123,7 @@ class Histogram:
                     explicit_bounds=self.bounds,
                     min=point.min,
                     max=point.max,
-                    exemplars=[e for e in point.exemplars if e is not None],
+                    exemplars=[Exemplar(None, *kept) for kept in point.exemplars if kept],
                 )
                 for point in points
             ]

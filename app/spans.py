@@ -29,6 +29,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Event, SpanLimits
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -133,6 +134,9 @@ class Tracer:
     def __init__(self, provider: Any, name: str, schema_url: str) -> None:
         self.scope = InstrumentationScope(name, None, schema_url, None)
         self.sampler, self.ids = provider.sampler, provider.id_generator
+        # The SDK's default (OTEL_TRACES_SAMPLER unset, or parentbased_always_on): the
+        # parent's decision, sampled at a root. Decided here, it is a test, not 18 calls.
+        self.parent_based = self.sampler is DEFAULT_ON
         self.resource = provider.resource
         self.processor = getattr(provider, PROCESSORS)
         limits = SpanLimits()  # the OTEL_*_LIMIT variables, read as the SDK reads them
@@ -158,21 +162,26 @@ class Tracer:
             trace_id = parent.trace_id
         else:
             trace_id, parent = self.ids.generate_trace_id(), None
-        sampled = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        decision = sampled.decision
-        flags = SAMPLED if decision.is_sampled() else NOT_SAMPLED
-        ids = SpanContext(trace_id, self.ids.generate_span_id(), False, flags, sampled.trace_state)
-        if not decision.is_recording():
+        if self.parent_based:
+            recording = sampled = parent is None or parent.trace_flags.sampled
+            state = parent.trace_state if parent is not None else None
+        else:
+            result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            recording, sampled = result.decision.is_recording(), result.decision.is_sampled()
+            state, attributes = result.trace_state, result.attributes  # a sampler may add
+        flags = SAMPLED if sampled else NOT_SAMPLED
+        ids = SpanContext(trace_id, self.ids.generate_span_id(), False, flags, state)
+        if not recording:
             return trace.NonRecordingSpan(ids)
         span = Span()
         span.name, span.context, span.parent, span.kind = name, ids, parent, kind
         if self.plain:
-            span.attributes = dict(sampled.attributes)
+            span.attributes = dict(attributes) if attributes else {}
         else:
             limits = self.limits
             span.attributes = BoundedAttributes(
                 limits.max_span_attributes,
-                sampled.attributes,
+                attributes,
                 immutable=False,
                 max_value_len=limits.max_span_attribute_length,
             )

@@ -12,13 +12,20 @@ from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, DEFAULT_ON
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, ParentBased
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
 
 from app import otlp, spans
 
 SCHEMA = "https://opentelemetry.io/schemas/1.41.0"
-REMOTE = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(1))
+REMOTE = SpanContext(
+    0x0AF7651916CD43DD8448EB211C80319C,
+    0xB7AD6B7169203331,
+    True,
+    TraceFlags(1),
+    TraceState([("vendor", "v1")]),  # carried to every span of the trace
+)
 ATTRIBUTES = {"gen_ai.request.model": "claude-x", "server.port": 443, "gen_ai.request.stream": True}
 
 
@@ -56,7 +63,7 @@ def _comparable(spans_: list) -> list[dict]:
                 k: tuple(v) if isinstance(v, list) else v for k, v in s.attributes.items()
             },
             "parent": s.parent.span_id if s.parent and s.parent.is_remote else bool(s.parent),
-            "trace": s.context.trace_id,
+            "trace": (s.context.trace_id, dict(s.context.trace_state)),
             "status": (s.status.status_code, s.status.description),
             "events": [(e.name, dict(e.attributes)) for e in s.events],
             "scope": (s.instrumentation_scope.name, s.instrumentation_scope.schema_url),
@@ -68,13 +75,16 @@ def _comparable(spans_: list) -> list[dict]:
     ]
 
 
-def test_a_chats_spans_are_the_sdks_field_by_field():
-    provider, keep = _provider()
+@pytest.mark.parametrize("sampler", [DEFAULT_ON, ParentBased(ALWAYS_ON)])
+def test_a_chats_spans_are_the_sdks_field_by_field(sampler):
+    """Under the SDK's default sampler (decided in app/spans.py without calling it) and under
+    the same sampler made anew (called, as any other the operator may choose)."""
+    provider, keep = _provider(sampler)
     _chat(provider.get_tracer("chat_relay", schema_url=SCHEMA))
     sdk_made = keep.get_finished_spans()
     keep.clear()
     tracer = spans.tracer(provider, "chat_relay", SCHEMA)
-    assert isinstance(tracer, spans.Tracer)
+    assert isinstance(tracer, spans.Tracer) and tracer.parent_based == (sampler is DEFAULT_ON)
     _chat(tracer)
     ours = keep.get_finished_spans()
     assert all(isinstance(span, spans.Span) for span in ours)
