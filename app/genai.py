@@ -1,6 +1,7 @@
 """The GenAI semantic conventions (v1.41.0, the last release that carries them in
 open-telemetry/semantic-conventions; "Development" status), for each upstream request of a
-stream: a CLIENT span `chat {model}` and the client metrics.
+stream: a CLIENT span `chat {model}` (app/spans.py) and the client metrics
+(app/histograms.py).
 
 Imported only when tracing or metrics are on (app/otel.py). The span opens when an upstream
 request starts and closes when it ends, however it ends: done, failed, retried, or cut by the

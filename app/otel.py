@@ -7,10 +7,11 @@ imported here (this module's own imports are the standard library's) and `traced
 test of one attribute per upstream request. On, each piece of the SDK reads its own
 variables, as the SDK documents them: the resource (`OTEL_SERVICE_NAME`,
 `OTEL_RESOURCE_ATTRIBUTES`), the sampler (`OTEL_TRACES_SAMPLER`, `..._ARG`), the batch
-processor (`OTEL_BSP_*`), the metric reader (`OTEL_METRIC_EXPORT_INTERVAL`, `..._TIMEOUT`),
-the exporters (endpoint, headers, timeout, compression, certificates). Only the protocol is
-chosen here, because the SDK leaves that to a distro: `http/protobuf` (the default) or
-`grpc`, per signal.
+processor (`OTEL_BSP_*`), the span limits, the exporters (endpoint, headers, timeout,
+compression, certificates); app/histograms.py reads the metric reader's
+(`OTEL_METRIC_EXPORT_INTERVAL`, `..._TIMEOUT`, `OTEL_METRICS_EXEMPLAR_FILTER`) as the SDK
+does. Only the protocol is chosen here, because the SDK leaves that to a distro:
+`http/protobuf` (the default) or `grpc`, per signal.
 
 The providers belong to the app that made them (passed explicitly, never set globally), so
 two relays in one process each export their own, and a relay's lifespan flushes and shuts

@@ -141,11 +141,15 @@ def test_the_client_metrics_have_the_conventions_names_units_and_buckets(
     assert attrs["gen_ai.operation.name"] == "chat"
     assert attrs["gen_ai.provider.name"] == "anthropic"
     assert attrs["gen_ai.request.model"] == "claude-sonnet-5-5"
+    (chat,) = chats(otlp.wait_for_spans(chats))
     for name in ("gen_ai.client.operation.duration", "gen_ai.client.operation.time_to_first_chunk"):
         (_, unit, attrs, point) = otlp.wait_for_points(name)[0]
         assert unit == "s" and point.count == 1
         assert list(point.explicit_bounds) == [0.01 * 2**i for i in range(14)]
         assert "error.type" not in attrs
+        (exemplar,) = point.exemplars  # the measurement's, pointing at its chat's span
+        assert (exemplar.span_id.hex(), exemplar.trace_id.hex()) == (chat.span_id, chat.trace_id)
+        assert exemplar.as_double == point.sum
 
 
 def test_no_content_unless_asked(make_relay, upstream, otlp):
