@@ -97,7 +97,8 @@ class Span(trace.Span):
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if self.end_time is not None:
             return
-        if len(self.events) >= self.limits.max_events:
+        most = self.limits.max_events  # None: no limit (a limit variable set to -1)
+        if most is not None and len(self.events) >= most:
             self.dropped_events += 1
             return
         limit = self.limits.max_event_attributes
@@ -139,7 +140,8 @@ class Tracer:
         self.parent_based = self.sampler is DEFAULT_ON
         self.resource = provider.resource
         self.processor = getattr(provider, PROCESSORS)
-        limits = SpanLimits()  # the OTEL_*_LIMIT variables, read as the SDK reads them
+        # The provider's (made of the OTEL_*_LIMIT variables, unless given in code).
+        limits = getattr(provider, "_span_limits", None) or SpanLimits()
         self.limits = limits
         self.plain = limits.max_span_attribute_length is None and (
             limits.max_span_attributes is None or limits.max_span_attributes >= MOST_ATTRIBUTES

@@ -8,8 +8,8 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, ParentBased
@@ -142,6 +142,20 @@ def test_the_operators_attribute_limits_are_the_sdks(monkeypatch):
     assert len(ended.links) == 1 and ended.dropped_links == 1
     decoded = ExportTraceServiceRequest.FromString(otlp.encode([ended]))
     assert decoded.resource_spans[0].scope_spans[0].spans[0].dropped_attributes_count == 1
+
+
+def test_limits_given_in_code_and_no_limit_at_all():
+    keep = InMemorySpanExporter()
+    limits = SpanLimits(max_span_attribute_length=2, max_events=SpanLimits.UNSET)
+    provider = TracerProvider(span_limits=limits)
+    provider.add_span_processor(SimpleSpanProcessor(keep))
+    span = spans.tracer(provider, "chat_relay", SCHEMA).start_span("chat x", None)
+    span.set_attribute("model", "claude")
+    for i in range(200):
+        span.add_event(f"e{i}")
+    span.end()
+    (ended,) = keep.get_finished_spans()
+    assert ended.attributes["model"] == "cl" and len(ended.events) == 200
 
 
 def test_an_ended_span_changes_no_more_and_ends_once():
