@@ -100,9 +100,8 @@ class Histogram:
             point.min = min(point.min, value)
             point.max = max(point.max, value)
             keep = metrics.exemplars
-            if keep != "always_off" and (
-                keep == "always_on" or (span and span.trace_flags.sampled)
-            ):
+            sampled = span is not None and span.trace_flags.sampled
+            if keep == "always_on" or (sampled and keep == "trace_based"):
                 ids = (span.span_id, span.trace_id) if span is not None else (None, None)
                 point.exemplars[bucket] = (value, time_ns(), *ids)  # made an Exemplar if sent
 
