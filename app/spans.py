@@ -98,12 +98,14 @@ class Span(trace.Span):
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if self.end_time is not None:
             return
-        most = self.limits.max_events  # None: no limit (a limit variable set to -1)
+        most = self.limits.max_events  # None: no limit (SpanLimits.UNSET, in code)
         if most is not None and len(self.events) >= most:
             self.dropped_events += 1
             return
+        if not self.events:  # the shared empty tuple until the first event
+            self.events = []
         limit = self.limits.max_event_attributes
-        self.events = [*self.events, Event(name, attributes, timestamp or time.time_ns(), limit)]
+        self.events.append(Event(name, attributes, timestamp or time.time_ns(), limit))
 
     def record_exception(
         self,
