@@ -77,6 +77,7 @@ class Histogram:
         self.metrics, self.name, self.unit, self.description = metrics, name, unit, description
         self.bounds = [float(bound) for bound in bounds]
         self.points: dict[frozenset, Point] = {}
+        self.since = 0  # delta: when the last collection was (its points start there)
 
     def record(self, value: float, attributes: dict[str, Any], span: Any = None) -> None:
         """`value` for `attributes`; `span`: the span context it belongs to (exemplars)."""
@@ -91,7 +92,7 @@ class Histogram:
                     key, attributes = OVERFLOW, dict(OVERFLOW)
                     point = self.points.get(key)
                 if point is None:
-                    point = Point(attributes, len(self.bounds) + 1, time_ns())
+                    point = Point(attributes, len(self.bounds) + 1, self.since or time_ns())
                     self.points[key] = point
             bucket = bisect_left(self.bounds, value)  # (bound i-1, bound i]: the SDK's
             point.counts[bucket] += 1
@@ -110,7 +111,7 @@ class Histogram:
         with self.metrics.lock:
             points = list(self.points.values())
             if delta:
-                self.points = {}
+                self.points, self.since = {}, now
             data = [
                 HistogramDataPoint(
                     attributes=point.attributes,
