@@ -20,8 +20,8 @@ relay's (app/spans.py, app/histograms.py, app/otlp.py), the fastest of seven run
 the two spans (the request's SERVER span and the upstream request's CLIENT span, with the
 relay's attributes), the four measurements, and encoding the spans for OTLP.
 
-Measured: +9.6% CPU per chat (12 rounds, 1.04-1.28; runs of 8 read +8.5% and +10.6%); it
-was +34% with the SDK doing all of it.
+Measured: +7.1% and +9.6% CPU per chat (12 rounds each), +8.5% and +10.6% (8 rounds each):
++8.7% over the 40 rounds. It was +34% with the SDK doing all of it.
 """
 
 import argparse
