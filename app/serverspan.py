@@ -82,13 +82,11 @@ class ServerSpans:
             raise
         finally:
             context.detach(token)
-            if span.is_recording():  # a sampler may have dropped it: nothing to say
-                _end(span, name, scope, status[0] if status else None, error)
-            else:
-                span.end()
+            _end(span, name, scope, status[0] if status else None, error)
 
 
 def _end(span: Any, name: str, scope: Scope, status: int | None, error: str | None) -> None:
+    # `name`, not the span's: a span the sampler dropped has none (and ignores the rest).
     found: dict[str, Any] = {}
     route = getattr(scope.get("route"), "path", None)  # the template, not the path asked
     if route is not None:
