@@ -75,14 +75,19 @@ class Otel:
 
     def shutdown(self) -> None:
         """Export what is pending, then stop the exporters' threads (the app's lifespan)."""
-        try:
-            if self.tracer_provider is not None:
-                self.tracer_provider.force_flush(FLUSH_MILLIS)
-                self.tracer_provider.shutdown()
-        except Exception:  # an unreachable collector must not fail the shutdown
-            log.warning("OpenTelemetry: could not flush spans on shutdown", exc_info=True)
-        if self.metrics is not None:
-            self.metrics.shutdown(FLUSH_MILLIS)  # a last export (it logs its own failure)
+        if self.tracer_provider is not None:
+            _quietly(self.tracer_provider.force_flush, FLUSH_MILLIS)
+            _quietly(self.tracer_provider.shutdown)
+        if self.metrics is not None:  # its shutdown is its last export
+            _quietly(self.metrics.shutdown, FLUSH_MILLIS)
+
+
+def _quietly(step: Callable[..., Any], *args: Any) -> None:
+    """A step of the shutdown: an unreachable collector must not fail it."""
+    try:
+        step(*args)
+    except Exception:
+        log.warning("OpenTelemetry: could not flush on shutdown", exc_info=True)
 
 
 def _wanted(signal: str, env: Mapping[str, str]) -> bool:
