@@ -164,15 +164,12 @@ def parts() -> dict[str, float]:
 
     meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("relay")
     metrics = Metrics(OTLPMetricExporter(), Resource.create(), "relay", SCHEMA_URL)
+    kinds = (("t", TOKEN_BUCKETS), ("d", SECONDS_BUCKETS), ("f", SECONDS_BUCKETS))
     instruments = {
         "sdk_metrics_us": [
-            meter.create_histogram(n, explicit_bucket_boundaries_advisory=b)
-            for n, b in (("t", TOKEN_BUCKETS), ("d", SECONDS_BUCKETS), ("f", SECONDS_BUCKETS))
+            meter.create_histogram(n, explicit_bucket_boundaries_advisory=b) for n, b in kinds
         ],
-        "app_metrics_us": [
-            metrics.histogram(n, "", "", b)
-            for n, b in (("t", TOKEN_BUCKETS), ("d", SECONDS_BUCKETS), ("f", SECONDS_BUCKETS))
-        ],
+        "app_metrics_us": [metrics.histogram(n, "", "", b) for n, b in kinds],
     }
     attributes = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic"} | {
         "gen_ai.request.model": "claude-x",
